@@ -1,0 +1,1 @@
+"""Optimisers for MultiLabelLogistic: pure functions on (X, Y, weights)."""

@@ -1,0 +1,1 @@
+"""MultiLabelLogistic: a joint multi-label logistic regression trained on BCE."""

@@ -1,0 +1,560 @@
+"""Binary cross-entropy as a metric: validation, prediction formats, reductions.
+
+The arithmetic lives in the Cython kernel ``skbce._bce.bce_pass``; this module
+turns whatever a user or a scikit-learn estimator hands over into the arrays
+that kernel expects -- C-contiguous ``(n_samples, n_labels)`` arrays of one
+floating dtype with validated values -- and turns the kernel's weighted sums
+back into the requested reduction.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import sparse
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_params
+from sklearn.utils.validation import _check_sample_weight
+
+from skbce._bce import bce_pass, max_threads
+from skbce._validation import count_outside, count_soft_and_outside
+
+__all__ = ["binary_cross_entropy", "bce_gradient", "bce_loss_and_gradient"]
+
+# Below this many entries a parallel region costs more than it saves.
+_MIN_ENTRIES_PER_THREAD = 20_000
+
+_PARAMETER_CONSTRAINTS = {
+    "y_true": ["array-like"],
+    "y_pred": ["array-like", list],
+    "from_logits": ["boolean"],
+    "sample_weight": ["array-like", None],
+    "label_weight": [Interval(Real, 0, None, closed="left"), "array-like", None],
+    "pos_weight": [Interval(Real, 0, None, closed="left"), "array-like", None],
+    "label_smoothing": [Interval(Real, 0, 1, closed="both")],
+    "eps": [Interval(Real, 0, 0.5, closed="left"), None],
+    "reduction": [StrOptions({"mean", "sum", "none"})],
+    "axis": [Options(Integral, {0, 1, -1}), None],
+}
+
+
+def _n_threads(n_entries):
+    return int(max(1, min(max_threads(), n_entries // _MIN_ENTRIES_PER_THREAD)))
+
+
+def _as_value_array(values, name):
+    """A numeric ndarray of ndim 1 or 2 with at least one entry."""
+    if sparse.issparse(values):
+        raise ValueError(f"{name} must be a dense array; got a sparse matrix.")
+    try:
+        array = check_array(
+            values,
+            ensure_2d=False,
+            allow_nd=True,
+            dtype="numeric",
+            ensure_all_finite=False,
+            ensure_min_samples=0,
+            ensure_min_features=0,
+            input_name=name,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from exc
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers; got dtype {array.dtype}.")
+    if array.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be 1-D (n_samples,) or 2-D (n_samples, n_labels); "
+            f"got shape {array.shape}."
+        )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}).")
+    return array
+
+
+def _predictions_from_list(y_pred):
+    """Stack ``MultiOutputClassifier.predict_proba``'s list of (n, 2) arrays."""
+    columns = []
+    for j, proba in enumerate(y_pred):
+        proba = _as_value_array(proba, f"y_pred[{j}]")
+        if proba.ndim != 2 or proba.shape[1] != 2:
+            raise ValueError(
+                f"y_pred[{j}] has shape {proba.shape}; a list of predictions must "
+                "hold one (n_samples, 2) array per label. For estimators whose "
+                "predict_proba returns fewer columns (a label seen with one class "
+                "only), use skbce.bce_scorer, which reads the estimator's classes_."
+            )
+        columns.append(proba[:, 1])
+    lengths = {len(c) for c in columns}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"The arrays in y_pred have different numbers of samples: {sorted(lengths)}."
+        )
+    return np.stack(columns, axis=1)
+
+
+def _is_list_of_2d(y_pred):
+    return (
+        isinstance(y_pred, (list, tuple))
+        and len(y_pred) > 0
+        and all(hasattr(a, "shape") and len(a.shape) == 2 for a in y_pred)
+    )
+
+
+def _compute_dtype(y_true, y_pred):
+    # float32 in, float32 math; anything else (including a float64 target)
+    # computes in float64.
+    if y_pred.dtype == np.float32 and y_true.dtype != np.float64:
+        return np.float32
+    return np.float64
+
+
+def _check_range(array, name, low, high, what):
+    """Raise a ValueError if an entry is outside [low, high] or NaN."""
+    flat = array.reshape(-1)
+    if count_outside(flat, low, high, _n_threads(flat.size)):
+        _raise_first_outside(array, name, low, high, what)
+
+
+def _raise_first_outside(array, name, low, high, what):
+    flat = array.reshape(-1)
+    bad = np.flatnonzero(~((flat >= low) & (flat <= high)))[0]
+    index = np.unravel_index(bad, array.shape)
+    index = int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
+    raise ValueError(f"{name} must {what}; found {flat[bad]!r} at index {index}.")
+
+
+def _check_label_vector(values, n_labels, name, dtype):
+    """A per-label weight: a number or one non-negative finite value per label."""
+    vector = np.asarray(values, dtype=np.float64)
+    if vector.ndim == 0:
+        vector = np.full(n_labels, float(vector))
+    if vector.shape != (n_labels,):
+        raise ValueError(
+            f"{name} must be a number or an array of shape ({n_labels},), one per "
+            f"label; got shape {vector.shape}."
+        )
+    if not np.all(np.isfinite(vector)) or np.any(vector < 0):
+        raise ValueError(f"{name} must be finite and non-negative; got {vector}.")
+    return np.ascontiguousarray(vector, dtype=dtype)
+
+
+class _Problem:
+    """Validated inputs in the layout the kernel expects.
+
+    ``y`` and ``prediction`` are C-contiguous (n_samples, n_labels) arrays of
+    one floating dtype; weight vectors are of that dtype, empty when absent.
+    ``pred_shape`` and ``pred_format`` describe ``y_pred`` as given, so that a
+    gradient can be returned in the same layout.
+    """
+
+    def __init__(
+        self,
+        y_true,
+        y_pred,
+        *,
+        from_logits,
+        sample_weight,
+        label_weight,
+        pos_weight,
+        label_smoothing,
+        eps,
+    ):
+        y_true = _as_value_array(y_true, "y_true")
+        if _is_list_of_2d(y_pred):
+            if from_logits:
+                raise ValueError(
+                    "y_pred as a list of per-label probability arrays cannot be "
+                    "used with from_logits=True; pass an (n_samples, n_labels) "
+                    "array of logits."
+                )
+            self.pred_format, self.n_list = "list", len(y_pred)
+            y_pred = _predictions_from_list(y_pred)
+        else:
+            y_pred = _as_value_array(y_pred, "y_pred")
+            self.pred_format = "array"
+        self.pred_shape = y_pred.shape
+
+        if (
+            y_true.ndim == 1
+            and y_pred.ndim == 2
+            and y_pred.shape[1] == 2
+            and self.pred_format == "array"
+            and not from_logits
+        ):
+            # predict_proba of a binary classifier: column 1 is the positive class.
+            self.pred_format = "two_columns"
+            y_pred = y_pred[:, 1]
+        if y_true.shape != y_pred.shape:
+            raise ValueError(
+                f"y_true and y_pred have inconsistent shapes: y_true {y_true.shape}, "
+                f"y_pred {self.pred_shape}."
+            )
+        self.target_shape = y_true.shape
+
+        dtype = _compute_dtype(y_true, y_pred)
+        self.dtype = dtype
+        y = np.ascontiguousarray(y_true, dtype=dtype).reshape(y_true.shape[0], -1)
+        prediction = np.ascontiguousarray(y_pred, dtype=dtype).reshape(y.shape)
+        n_soft, n_outside = count_soft_and_outside(y.reshape(-1), _n_threads(y.size))
+        if n_outside:
+            _raise_first_outside(y, "y_true", 0.0, 1.0, "lie in [0, 1]")
+        if from_logits:
+            big = float(np.finfo(dtype).max)
+            _check_range(prediction, "y_pred", -big, big, "be finite logits")
+        else:
+            _check_range(prediction, "y_pred", 0.0, 1.0, "be probabilities in [0, 1]")
+        if label_smoothing > 0:
+            # Keras convention: pull every target towards 1/2.
+            y = y * dtype(1 - label_smoothing) + dtype(label_smoothing / 2)
+            n_soft = 1
+        self.hard_targets = n_soft == 0
+        self.y, self.prediction = y, prediction
+        n_samples, n_labels = y.shape
+
+        if sample_weight is None:
+            self.sample_weight = np.empty(0, dtype=dtype)
+            self.sample_weight_sum = float(n_samples)
+        else:
+            try:
+                sw = _check_sample_weight(
+                    sample_weight, y, dtype=dtype, ensure_non_negative=True
+                )
+            except ValueError as exc:
+                if "sample_weight" in str(exc):
+                    raise
+                raise ValueError(f"Invalid sample_weight: {exc}") from exc
+            self.sample_weight = np.ascontiguousarray(sw)
+            self.sample_weight_sum = float(np.sum(sw, dtype=np.float64))
+            if self.sample_weight_sum <= 0:
+                raise ValueError("sample_weight must not be all zero.")
+
+        if label_weight is None:
+            self.label_weight = np.empty(0, dtype=dtype)
+            self.label_weight_sum = float(n_labels)
+        else:
+            self.label_weight = _check_label_vector(
+                label_weight, n_labels, "label_weight", dtype
+            )
+            self.label_weight_sum = float(np.sum(self.label_weight, dtype=np.float64))
+            if self.label_weight_sum <= 0:
+                raise ValueError("label_weight must not be all zero.")
+
+        self.pos_weight_scalar = 1.0
+        self.pos_weight = np.empty(0, dtype=dtype)
+        if pos_weight is not None:
+            if np.ndim(pos_weight) == 0:
+                self.pos_weight_scalar = float(pos_weight)
+            else:
+                self.pos_weight = _check_label_vector(
+                    pos_weight, n_labels, "pos_weight", dtype
+                )
+
+        self.from_logits = from_logits
+        self.eps = float(np.finfo(dtype).eps) if eps is None else float(eps)
+
+    def run(self, *, want_elementwise, want_gradient, grad_scale, drop):
+        """One kernel pass; ``drop`` names a weight that cancels in the mean."""
+        empty = np.empty(0, dtype=self.dtype)
+        shape = self.y.shape
+        loss_out = np.empty(shape if want_elementwise else (0, 0), dtype=self.dtype)
+        grad_out = np.empty(shape if want_gradient else (0, 0), dtype=self.dtype)
+        total = bce_pass(
+            self.y,
+            self.prediction,
+            empty if drop == "sample_weight" else self.sample_weight,
+            empty if drop == "label_weight" else self.label_weight,
+            self.pos_weight,
+            self.pos_weight_scalar,
+            self.from_logits,
+            self.eps,
+            loss_out,
+            grad_out,
+            grad_scale,
+            _n_threads(self.y.size),
+            self.hard_targets,
+        )
+        return total, loss_out, grad_out
+
+    def gradient_like_pred(self, grad):
+        """Lay out a (n_samples, n_labels) gradient the way y_pred came in."""
+        if self.pred_format == "array":
+            return grad.reshape(self.pred_shape)
+        if self.pred_format == "two_columns":
+            full = np.zeros(self.pred_shape, dtype=grad.dtype)
+            full[:, 1] = grad[:, 0]
+            return full
+        return [
+            np.column_stack([np.zeros_like(grad[:, j]), grad[:, j]])
+            for j in range(self.n_list)
+        ]
+
+
+def _evaluate(y_true, y_pred, want_loss, want_gradient, *, reduction, axis, **options):
+    problem = _Problem(y_true, y_pred, **options)
+    one_label = len(problem.target_shape) == 1
+    if reduction == "none" and axis is not None:
+        raise ValueError("axis can only be used with reduction='mean' or 'sum'.")
+    axis = None if axis is None else axis % 2
+
+    # Scale of the gradient and the weight that cancels out of a mean: the
+    # mean over labels of one sample does not depend on that sample's weight,
+    # and the mean over samples of one label not on that label's weight.
+    drop, scale = None, 1.0
+    if reduction == "mean":
+        if axis is None:
+            scale = 1.0 / (problem.sample_weight_sum * problem.label_weight_sum)
+        elif axis == 1:
+            drop, scale = "sample_weight", 1.0 / problem.label_weight_sum
+        else:
+            drop, scale = "label_weight", 1.0 / problem.sample_weight_sum
+
+    elementwise = want_loss and (reduction == "none" or axis is not None)
+    total, loss_out, grad_out = problem.run(
+        want_elementwise=elementwise,
+        want_gradient=want_gradient,
+        grad_scale=scale,
+        drop=drop,
+    )
+
+    loss = None
+    if want_loss:
+        if reduction == "none":
+            loss = loss_out.reshape(problem.target_shape)
+        elif axis is None:
+            loss = float(total * scale)
+        else:
+            reduced = loss_out.sum(axis=axis, dtype=np.float64) * scale
+            loss = reduced.astype(problem.dtype, copy=False)
+            if one_label and axis == 1:
+                loss = loss.reshape(-1)
+    gradient = problem.gradient_like_pred(grad_out) if want_gradient else None
+    return loss, gradient
+
+
+_DOC_PARAMETERS = """
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,) or (n_samples, n_labels)
+        Targets in [0, 1]: 0/1 labels (bool, int or float) or soft targets.
+
+    y_pred : array-like or list of arrays
+        Predicted probabilities (or logits with ``from_logits=True``) of the
+        same shape as ``y_true``. Also accepted: an (n_samples, 2) array for
+        1-D ``y_true`` (column 1 is the positive class, as in
+        ``predict_proba``), and a list of ``n_labels`` arrays of shape
+        (n_samples, 2), as ``MultiOutputClassifier.predict_proba`` returns.
+
+    from_logits : bool, default=False
+        Whether ``y_pred`` holds logits (log-odds) rather than probabilities.
+        The logit path is exact and finite for any finite logit.
+
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weight of each sample.
+
+    label_weight : float or array-like of shape (n_labels,), default=None
+        Non-negative weight of each label. The weight of entry ``(i, j)`` is
+        ``sample_weight[i] * label_weight[j]``.
+
+    pos_weight : float or array-like of shape (n_labels,), default=None
+        Weight of the positive term, ``-(pos_weight * y * log(p) + (1 - y) *
+        log(1 - p))``, as in PyTorch's ``BCEWithLogitsLoss``. None means 1.
+
+    label_smoothing : float in [0, 1], default=0.0
+        Replace targets ``y`` by ``y * (1 - label_smoothing) +
+        label_smoothing / 2`` (the Keras convention).
+
+    eps : float, default=None
+        Probabilities are clipped to ``[eps, 1 - eps]``. None means
+        ``np.finfo(dtype).eps``, scikit-learn's convention. Ignored for logits.
+
+    reduction : {"mean", "sum", "none"}, default="mean"
+        ``"mean"`` is ``sum(w * l) / sum(w)``, ``"sum"`` is ``sum(w * l)``,
+        ``"none"`` returns the weighted elementwise losses ``w * l``.
+
+    axis : {None, 0, 1}, default=None
+        With ``"mean"`` or ``"sum"``: None reduces over everything, ``1``
+        gives one value per sample (Keras' convention), ``0`` one value per
+        label.
+"""
+
+
+@validate_params(_PARAMETER_CONSTRAINTS, prefer_skip_nested_validation=True)
+def binary_cross_entropy(
+    y_true,
+    y_pred,
+    *,
+    from_logits=False,
+    sample_weight=None,
+    label_weight=None,
+    pos_weight=None,
+    label_smoothing=0.0,
+    eps=None,
+    reduction="mean",
+    axis=None,
+):
+    """Binary cross-entropy (log loss) of binary or multi-label predictions.
+
+    For targets ``y`` in [0, 1] and predicted probabilities ``p`` the loss of
+    one entry is ``-(y * log(p) + (1 - y) * log(1 - p))`` (natural log); the
+    default reduction is the mean over all entries, i.e. over samples *and*
+    labels. Unlike :func:`sklearn.metrics.log_loss`, multi-label targets are
+    scored label by label (no renormalisation across a row) and soft targets
+    are welcome.
+    {parameters}
+    Returns
+    -------
+    loss : float or ndarray
+        A float for ``reduction="mean"`` or ``"sum"`` without ``axis``; an
+        array of shape (n_labels,) for ``axis=0``, (n_samples,) for ``axis=1``
+        and the shape of ``y_true`` for ``reduction="none"``.
+
+    See Also
+    --------
+    bce_gradient : The gradient of this loss with respect to ``y_pred``.
+    bce_loss_and_gradient : Loss and gradient from one pass over the data.
+    sklearn.metrics.log_loss : The multiclass log loss.
+
+    Examples
+    --------
+    >>> from skbce import binary_cross_entropy
+    >>> round(binary_cross_entropy([1, 0, 1], [0.8, 0.3, 0.9]), 5)
+    0.22839
+    >>> binary_cross_entropy([1, 0, 1], [0.8, 0.3, 0.9], reduction="none").round(5)
+    array([0.22314, 0.35667, 0.10536])
+    >>> Y = [[1, 0, 1], [0, 1, 1]]
+    >>> P = [[0.8, 0.3, 0.9], [0.2, 0.6, 0.7]]
+    >>> round(binary_cross_entropy(Y, P), 4)
+    0.296
+    >>> binary_cross_entropy(Y, P, axis=0).round(4)
+    array([0.2231, 0.4338, 0.231 ])
+    """
+    loss, _ = _evaluate(
+        y_true,
+        y_pred,
+        True,
+        False,
+        reduction=reduction,
+        axis=axis,
+        from_logits=from_logits,
+        sample_weight=sample_weight,
+        label_weight=label_weight,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        eps=eps,
+    )
+    return loss
+
+
+@validate_params(_PARAMETER_CONSTRAINTS, prefer_skip_nested_validation=True)
+def bce_gradient(
+    y_true,
+    y_pred,
+    *,
+    from_logits=False,
+    sample_weight=None,
+    label_weight=None,
+    pos_weight=None,
+    label_smoothing=0.0,
+    eps=None,
+    reduction="mean",
+    axis=None,
+):
+    """Gradient of :func:`binary_cross_entropy` with respect to ``y_pred``.
+
+    The derivative of the loss with the same options (and the same
+    ``reduction``) with respect to every entry of ``y_pred`` -- the
+    probabilities, or the logits when ``from_logits=True`` (then it is
+    ``w * (sigmoid(z) - y)`` for ``pos_weight=1``, before reduction scaling).
+    With ``axis``, each entry is differentiated within its own reduced value.
+    Probabilities are differentiated at their clipped value.
+    {parameters}
+    Returns
+    -------
+    gradient : ndarray or list of ndarray
+        Same shape (or list layout) as ``y_pred``; for an (n_samples, 2)
+        ``y_pred`` column 0 is zero, as the loss reads only column 1.
+
+    See Also
+    --------
+    binary_cross_entropy : The loss itself.
+    bce_loss_and_gradient : Loss and gradient from one pass over the data.
+
+    Examples
+    --------
+    >>> from skbce import bce_gradient
+    >>> bce_gradient([1.0, 0.0], [0.0, 2.0], from_logits=True, reduction="sum").round(4)
+    array([-0.5   ,  0.8808])
+    """
+    _, gradient = _evaluate(
+        y_true,
+        y_pred,
+        False,
+        True,
+        reduction=reduction,
+        axis=axis,
+        from_logits=from_logits,
+        sample_weight=sample_weight,
+        label_weight=label_weight,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        eps=eps,
+    )
+    return gradient
+
+
+@validate_params(_PARAMETER_CONSTRAINTS, prefer_skip_nested_validation=True)
+def bce_loss_and_gradient(
+    y_true,
+    y_pred,
+    *,
+    from_logits=False,
+    sample_weight=None,
+    label_weight=None,
+    pos_weight=None,
+    label_smoothing=0.0,
+    eps=None,
+    reduction="mean",
+    axis=None,
+):
+    """Loss and gradient of binary cross-entropy from a single pass.
+
+    Equal to ``(binary_cross_entropy(...), bce_gradient(...))`` with the same
+    arguments, at the cost of one read of the data.
+    {parameters}
+    Returns
+    -------
+    loss : float or ndarray
+        As returned by :func:`binary_cross_entropy`.
+    gradient : ndarray or list of ndarray
+        As returned by :func:`bce_gradient`.
+
+    See Also
+    --------
+    binary_cross_entropy : The loss alone.
+    bce_gradient : The gradient alone.
+
+    Examples
+    --------
+    >>> from skbce import bce_loss_and_gradient
+    >>> loss, grad = bce_loss_and_gradient([1, 0], [0.5, 0.5], reduction="sum")
+    >>> round(loss, 4), grad
+    (1.3863, array([-2.,  2.]))
+    """
+    return _evaluate(
+        y_true,
+        y_pred,
+        True,
+        True,
+        reduction=reduction,
+        axis=axis,
+        from_logits=from_logits,
+        sample_weight=sample_weight,
+        label_weight=label_weight,
+        pos_weight=pos_weight,
+        label_smoothing=label_smoothing,
+        eps=eps,
+    )
+
+
+for _function in (binary_cross_entropy, bce_gradient, bce_loss_and_gradient):
+    _function.__doc__ = _function.__doc__.replace("{parameters}", _DOC_PARAMETERS)
+del _function

@@ -1,0 +1,503 @@
+"""Tests of the loss API against worked examples and independent references."""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.testing import assert_allclose
+from scipy.special import expit, log_expit
+
+from skbce import bce_gradient, bce_loss_and_gradient, binary_cross_entropy
+
+
+# ---------------------------------------------------------------------------
+# Independent references: plain float64 numpy, written from the definition.
+# ---------------------------------------------------------------------------
+
+def reference_elementwise(y, p, *, pos_weight=1.0, eps=None, from_logits=False):
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if from_logits:
+        # log(sigmoid(z)) and log(1 - sigmoid(z)) = log(sigmoid(-z)).
+        return -(pos_weight * y * log_expit(p) + (1 - y) * log_expit(-p))
+    eps = np.finfo(np.float64).eps if eps is None else eps
+    p = np.clip(p, eps, 1 - eps)
+    return -(pos_weight * y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def reference_bce(
+    y,
+    p,
+    *,
+    sample_weight=None,
+    label_weight=None,
+    pos_weight=1.0,
+    label_smoothing=0.0,
+    reduction="mean",
+    axis=None,
+    **kwargs,
+):
+    y = np.asarray(y, dtype=np.float64)
+    y = y * (1 - label_smoothing) + label_smoothing / 2
+    loss = reference_elementwise(y, p, pos_weight=pos_weight, **kwargs)
+    y2 = y.reshape(len(y), -1)
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    lw = np.ones(y2.shape[1]) if label_weight is None else np.asarray(label_weight, float)
+    w = (sw[:, None] * lw[None, :]).reshape(loss.shape)
+    if reduction == "none":
+        return w * loss
+    if reduction == "sum":
+        return np.sum(w * loss, axis=axis)
+    return np.sum(w * loss, axis=axis) / np.sum(w, axis=axis)
+
+
+def random_problem(rng, shape, soft=False, dtype=np.float64):
+    y = rng.random(shape) if soft else (rng.random(shape) < 0.4).astype(float)
+    p = rng.uniform(0.001, 0.999, size=shape)
+    return y.astype(dtype), p.astype(dtype)
+
+
+# ---------------------------------------------------------------------------
+# Worked examples
+# ---------------------------------------------------------------------------
+
+def test_worked_example_natural_log():
+    y, p = [1, 0, 1], [0.8, 0.3, 0.9]
+    per_entry = binary_cross_entropy(y, p, reduction="none")
+    assert_allclose(per_entry, [0.22314, 0.35667, 0.10536], atol=5e-6)
+    assert binary_cross_entropy(y, p) == pytest.approx(0.22839, abs=5e-6)
+    # A popular tutorial prints the base-10 values by mistake.
+    assert per_entry[0] != pytest.approx(0.0969, abs=1e-3)
+    assert per_entry[1] != pytest.approx(0.1549, abs=1e-3)
+
+
+def test_half_target_half_probability_is_log_2():
+    assert binary_cross_entropy([0.5], [0.5]) == pytest.approx(math.log(2), rel=1e-15)
+    assert binary_cross_entropy([[0.5, 0.5]], [[0.5, 0.5]]) == pytest.approx(math.log(2))
+
+
+def test_multilabel_example_differs_from_row_renormalisation():
+    Y = [[1, 0, 1], [0, 1, 1]]
+    P = [[0.8, 0.3, 0.9], [0.2, 0.6, 0.7]]
+    assert binary_cross_entropy(Y, P) == pytest.approx(0.29597, abs=1e-5)
+    assert_allclose(binary_cross_entropy(Y, P, axis=0), [0.22314, 0.43375, 0.23102], atol=1e-5)
+    assert_allclose(binary_cross_entropy(Y, P, axis=1), [0.22839, 0.36355], atol=1e-5)
+
+
+def test_exact_zero_and_one_probabilities_are_clipped_with_dtype_eps():
+    eps64 = np.finfo(np.float64).eps
+    assert binary_cross_entropy([1.0], [0.0]) == pytest.approx(-math.log(eps64))
+    assert binary_cross_entropy([1.0], [1.0]) == pytest.approx(-math.log1p(-eps64), abs=1e-15)
+    eps32 = float(np.finfo(np.float32).eps)
+    loss32 = binary_cross_entropy(np.array([0.0], np.float32), np.array([1.0], np.float32))
+    assert loss32 == pytest.approx(-math.log(eps32), rel=1e-6)
+    assert binary_cross_entropy([1.0], [0.0], eps=1e-3) == pytest.approx(-math.log(1e-3))
+
+
+# ---------------------------------------------------------------------------
+# Agreement with the reference
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1,), (57,), (30_011,), (40, 1), (333, 7), (3, 250)])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_probabilities_match_reference(shape, soft, reduction):
+    rng = np.random.default_rng(sum(shape))
+    y, p = random_problem(rng, shape, soft=soft)
+    got = binary_cross_entropy(y, p, reduction=reduction)
+    assert_allclose(got, reference_bce(y, p, reduction=reduction), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(57,), (30_011,), (333, 7)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_logits_match_scipy_reference(shape, reduction):
+    rng = np.random.default_rng(7)
+    y = rng.random(shape)
+    z = rng.normal(scale=8, size=shape)
+    got = binary_cross_entropy(y, z, from_logits=True, reduction=reduction)
+    want = reference_bce(y, z, from_logits=True, reduction=reduction)
+    assert_allclose(got, want, rtol=1e-12)
+    # The same numbers through probabilities (expit), away from clipping;
+    # the probability path loses digits in 1 - p when p is close to 1.
+    z_mid = np.clip(z, -20, 20)
+    assert_allclose(
+        binary_cross_entropy(y, z_mid, from_logits=True, reduction=reduction),
+        binary_cross_entropy(y, expit(z_mid), reduction=reduction),
+        rtol=1e-7,
+    )
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_weights_pos_weight_smoothing_and_axes(axis, reduction, from_logits):
+    rng = np.random.default_rng(3)
+    y, p = random_problem(rng, (200, 5), soft=True)
+    if from_logits:
+        p = rng.normal(scale=3, size=p.shape)
+    options = dict(
+        sample_weight=rng.uniform(0, 2, size=200),
+        label_weight=[1.0, 0.5, 2.0, 0.25, 1.0],
+        pos_weight=np.array([1.0, 3.0, 0.5, 2.0, 1.0]),
+        label_smoothing=0.1,
+    )
+    got = binary_cross_entropy(
+        y, p, from_logits=from_logits, reduction=reduction, axis=axis, **options
+    )
+    want = reference_bce(
+        y, p, from_logits=from_logits, reduction=reduction, axis=axis, **options
+    )
+    assert_allclose(got, want, rtol=1e-11)
+
+
+def test_mean_along_an_axis_ignores_the_weight_that_cancels():
+    # The mean over the labels of one sample does not depend on that sample's
+    # weight (nor the mean over samples of one label on that label's weight),
+    # so a zero weight there gives the unweighted mean, not 0 / 0.
+    rng = np.random.default_rng(2)
+    y, p = random_problem(rng, (40, 3), soft=True)
+    per_label = binary_cross_entropy(y, p, axis=0, label_weight=[1.0, 0.0, 2.0])
+    assert_allclose(per_label, reference_bce(y, p, axis=0), rtol=1e-12)
+    sw = np.ones(40)
+    sw[5] = 0.0
+    per_sample = binary_cross_entropy(y, p, axis=1, sample_weight=sw)
+    assert_allclose(per_sample, reference_bce(y, p, axis=1), rtol=1e-12)
+    assert np.all(np.isfinite(bce_gradient(y, p, axis=1, sample_weight=sw)))
+
+
+def test_scalar_weights_on_one_label():
+    rng = np.random.default_rng(4)
+    y, p = random_problem(rng, (1000,))
+    sw = rng.uniform(0, 3, size=1000)
+    got = binary_cross_entropy(y, p, sample_weight=sw, pos_weight=2.5, label_weight=3.0)
+    want = reference_bce(y, p, sample_weight=sw, pos_weight=2.5)
+    assert_allclose(got, want, rtol=1e-12)
+
+
+def test_sample_weight_equals_repetition():
+    rng = np.random.default_rng(5)
+    y, p = random_problem(rng, (50, 3), soft=True)
+    counts = rng.integers(0, 4, size=50)
+    counts[0] = 1
+    weighted = binary_cross_entropy(y, p, sample_weight=counts)
+    repeated = binary_cross_entropy(np.repeat(y, counts, 0), np.repeat(p, counts, 0))
+    assert weighted == pytest.approx(repeated, rel=1e-12)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_float32_computes_in_float32_and_matches(from_logits):
+    rng = np.random.default_rng(6)
+    y, p = random_problem(rng, (5000, 4), dtype=np.float32)
+    if from_logits:
+        p = rng.normal(scale=4, size=p.shape).astype(np.float32)
+    elementwise = binary_cross_entropy(y, p, from_logits=from_logits, reduction="none")
+    assert elementwise.dtype == np.float32
+    want = reference_bce(y, p, from_logits=from_logits, reduction="none")
+    assert_allclose(elementwise, want, rtol=2e-5, atol=1e-6)
+    mean = binary_cross_entropy(y, p, from_logits=from_logits)
+    assert mean == pytest.approx(want.mean(), rel=1e-5)
+    grad = bce_gradient(y, p, from_logits=from_logits)
+    assert grad.dtype == np.float32
+    # A float64 target keeps float64 math.
+    assert binary_cross_entropy(
+        y.astype(np.float64), p, reduction="none", from_logits=from_logits
+    ).dtype == np.float64
+
+
+def test_integer_and_bool_targets():
+    p = np.array([0.2, 0.7, 0.9])
+    want = reference_bce([0, 1, 1], p)
+    for y in ([0, 1, 1], np.array([False, True, True]), np.array([0, 1, 1], np.int8)):
+        assert binary_cross_entropy(y, p) == pytest.approx(want, rel=1e-14)
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran", "transposed", "negative_step"])
+def test_non_contiguous_inputs(layout):
+    rng = np.random.default_rng(8)
+    y, p = random_problem(rng, (120, 10), soft=True)
+    if layout == "strided":
+        y_in, p_in = y[::3, ::2], p[::3, ::2]
+    elif layout == "fortran":
+        y_in, p_in = np.asfortranarray(y), np.asfortranarray(p)
+    elif layout == "transposed":
+        y_in, p_in = y.T, p.T
+    else:
+        y_in, p_in = y[::-1, ::-2], p[::-1, ::-2]
+    y_ref, p_ref = np.array(y_in), np.array(p_in)
+    for reduction in ("mean", "none"):
+        assert_allclose(
+            binary_cross_entropy(y_in, p_in, reduction=reduction),
+            reference_bce(y_ref, p_ref, reduction=reduction),
+            rtol=1e-12,
+        )
+    assert_allclose(bce_gradient(y_in, p_in), bce_gradient(y_ref, p_ref), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# Prediction formats
+# ---------------------------------------------------------------------------
+
+def test_two_column_predictions_use_column_one():
+    y = np.array([1, 0, 1, 1])
+    p1 = np.array([0.9, 0.2, 0.6, 0.4])
+    two = np.column_stack([1 - p1, p1])
+    assert binary_cross_entropy(y, two) == pytest.approx(reference_bce(y, p1), rel=1e-14)
+    grad = bce_gradient(y, two)
+    assert grad.shape == (4, 2)
+    assert_allclose(grad[:, 0], 0)
+    assert_allclose(grad[:, 1], bce_gradient(y, p1))
+
+
+def test_list_of_per_label_arrays():
+    rng = np.random.default_rng(9)
+    Y, P = random_problem(rng, (30, 3))
+    as_list = [np.column_stack([1 - P[:, j], P[:, j]]) for j in range(3)]
+    assert binary_cross_entropy(Y, as_list) == pytest.approx(reference_bce(Y, P), rel=1e-14)
+    grad = bce_gradient(Y, as_list)
+    assert isinstance(grad, list) and len(grad) == 3
+    for j in range(3):
+        assert grad[j].shape == (30, 2)
+        assert_allclose(grad[j][:, 1], bce_gradient(Y, P)[:, j])
+        assert_allclose(grad[j][:, 0], 0)
+
+
+def test_list_with_single_column_points_to_scorer():
+    with pytest.raises(ValueError, match=r"y_pred\[1\].*classes_"):
+        binary_cross_entropy([[0, 1], [1, 1]], [np.full((2, 2), 0.5), np.ones((2, 1))])
+
+
+# ---------------------------------------------------------------------------
+# Symmetry and extreme logits
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_symmetry(from_logits):
+    rng = np.random.default_rng(10)
+    y, p = random_problem(rng, (400, 3), soft=True)
+    if from_logits:
+        z = rng.normal(scale=5, size=p.shape)
+        assert binary_cross_entropy(y, z, from_logits=True) == pytest.approx(
+            binary_cross_entropy(1 - y, -z, from_logits=True), rel=1e-13
+        )
+    else:
+        assert binary_cross_entropy(y, p) == pytest.approx(
+            binary_cross_entropy(1 - y, 1 - p), rel=1e-13
+        )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_logits_are_finite_and_exact(dtype):
+    y = np.array([1, 0, 0, 1, 0.5], dtype=dtype)
+    z = np.array([1e4, -1e4, 1e4, -1e4, 1e4], dtype=dtype)
+    loss = binary_cross_entropy(y, z, from_logits=True, reduction="none")
+    assert np.all(np.isfinite(loss))
+    assert_allclose(loss, [0.0, 0.0, 1e4, 1e4, 5e3], rtol=1e-7)
+    assert loss[0] == 0 and loss[1] == 0
+    grad = bce_gradient(y, z, from_logits=True, reduction="sum")
+    assert_allclose(grad, [0.0, 0.0, 1.0, -1.0, 0.5], atol=0)
+    big = np.finfo(dtype).max / 4
+    assert np.isfinite(binary_cross_entropy([1, 0], np.array([-big, big], dtype), from_logits=True))
+
+
+def test_moderate_logit_keeps_relative_accuracy():
+    # y = 1, z = 30: the loss is log1p(exp(-30)) ~ 9.36e-14, not rounded to 0.
+    loss = binary_cross_entropy([1.0], [30.0], from_logits=True)
+    assert loss == pytest.approx(math.log1p(math.exp(-30)), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------
+
+def numerical_gradient(function, x, step=1e-6):
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        grad[index] = (function(up) - function(down)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_gradient_matches_finite_differences(from_logits, reduction, axis):
+    rng = np.random.default_rng(11)
+    y, p = random_problem(rng, (6, 3), soft=True)
+    p = np.clip(p, 0.05, 0.95)
+    if from_logits:
+        p = rng.normal(scale=2, size=p.shape)
+    options = dict(
+        from_logits=from_logits,
+        reduction=reduction,
+        axis=axis,
+        sample_weight=rng.uniform(0.5, 2, size=6),
+        label_weight=[1.0, 2.0, 0.5],
+        pos_weight=[2.0, 1.0, 0.5],
+        label_smoothing=0.05,
+    )
+
+    def total(x):
+        return np.sum(binary_cross_entropy(y, x, **options))
+
+    grad = bce_gradient(y, p, **options)
+    assert_allclose(grad, numerical_gradient(total, p), rtol=1e-6, atol=1e-8)
+    loss, grad_fused = bce_loss_and_gradient(y, p, **options)
+    assert_allclose(loss, binary_cross_entropy(y, p, **options), rtol=1e-14)
+    assert_allclose(grad_fused, grad, rtol=1e-14)
+
+
+def test_logit_gradient_is_sigmoid_minus_target():
+    rng = np.random.default_rng(12)
+    y = rng.random((100, 4))
+    z = rng.normal(scale=6, size=(100, 4))
+    grad = bce_gradient(y, z, from_logits=True, reduction="sum")
+    assert_allclose(grad, expit(z) - y, rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# Property tests
+# ---------------------------------------------------------------------------
+
+unit = st.floats(0, 1, allow_nan=False)
+shapes = hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=12)
+
+
+def test_tiny_probability_keeps_its_digits():
+    # The one-log path for hard targets must not lose a small p to
+    # cancellation (e.g. by computing it as 1 - (1 - p)).
+    for p in (1.1920929e-07, 1e-12, 1e-15):
+        assert binary_cross_entropy([1.0], [p]) == pytest.approx(-math.log(p), rel=1e-14)
+        assert binary_cross_entropy([0.0], [p]) == pytest.approx(-math.log1p(-p), rel=1e-12)
+        assert binary_cross_entropy(np.ones(999), np.full(999, p)) == pytest.approx(
+            -math.log(p), rel=1e-14
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), shape=shapes)
+def test_property_probabilities(data, shape):
+    y = data.draw(hnp.arrays(np.float64, shape, elements=unit))
+    p = data.draw(hnp.arrays(np.float64, shape, elements=unit))
+    loss = binary_cross_entropy(y, p, reduction="none")
+    assert np.all(loss >= 0) and np.all(np.isfinite(loss))
+    assert_allclose(loss, reference_bce(y, p, reduction="none"), rtol=1e-12, atol=1e-15)
+    # Symmetry, on a p whose complement is exact: 1 - p itself rounds, and
+    # for a tiny p that rounding alone changes log(p) in the 4th digit.
+    p = 1 - (1 - p)
+    assert binary_cross_entropy(y, p) == pytest.approx(
+        binary_cross_entropy(1 - y, 1 - p), rel=1e-12, abs=1e-15
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), shape=shapes)
+def test_property_logits(data, shape):
+    y = data.draw(hnp.arrays(np.float64, shape, elements=unit))
+    z = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-1e6, 1e6)))
+    loss, grad = bce_loss_and_gradient(y, z, from_logits=True, reduction="none")
+    assert np.all(loss >= 0) and np.all(np.isfinite(loss))
+    assert_allclose(
+        loss, reference_bce(y, z, from_logits=True, reduction="none"), rtol=1e-12, atol=1e-15
+    )
+    assert np.all(np.abs(grad) <= 1)
+
+
+# ---------------------------------------------------------------------------
+# Bad input: a ValueError naming the argument, never a crash
+# ---------------------------------------------------------------------------
+
+GOOD_Y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+GOOD_P = np.array([[0.9, 0.2], [0.3, 0.6], [0.5, 0.5]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(y_true=[[np.nan, 0], [0, 1], [1, 1]]), "y_true"),
+        (dict(y_true=[[np.inf, 0], [0, 1], [1, 1]]), "y_true"),
+        (dict(y_true=[[1.5, 0], [0, 1], [1, 1]]), r"y_true.*\[0, 1\].*1\.5.*\(0, 0\)"),
+        (dict(y_true=[[-0.1, 0], [0, 1], [1, 1]]), "y_true"),
+        (dict(y_pred=[[np.nan, 0.2], [0.3, 0.6], [0.5, 0.5]]), "y_pred"),
+        (dict(y_pred=[[-np.inf, 0.2], [0.3, 0.6], [0.5, 0.5]]), "y_pred"),
+        (dict(y_pred=[[1.1, 0.2], [0.3, 0.6], [0.5, 0.5]]), r"y_pred.*1\.1"),
+        (dict(y_pred=[[-0.2, 0.2], [0.3, 0.6], [0.5, 0.5]]), "y_pred"),
+        (dict(y_pred=[[0.9, 0.2], [0.3, 0.6]]), "inconsistent shapes"),
+        (dict(y_pred=[[0.9], [0.3], [0.5]]), "inconsistent shapes"),
+        (dict(y_true=[], y_pred=[]), "y_true is empty"),
+        (dict(y_true=np.zeros((3, 0)), y_pred=np.zeros((3, 0))), "y_true is empty"),
+        (dict(y_true=np.zeros((3, 2, 1))), "y_true must be 1-D.*2-D"),
+        (dict(y_pred=np.full((3, 2, 1), 0.5)), "y_pred must be 1-D.*2-D"),
+        (dict(y_true=np.array([["a", "b"]] * 3)), "y_true"),
+        (dict(y_pred=np.array([[object(), 0.2]] * 3, dtype=object)), "y_pred"),
+        (dict(y_true=0.5, y_pred=0.5), "y_true"),
+        (dict(sample_weight=[1.0, -1.0, 1.0]), "sample_weight"),
+        (dict(sample_weight=[0.0, 0.0, 0.0]), "sample_weight"),
+        (dict(sample_weight=[1.0, 1.0]), "sample_weight"),
+        (dict(sample_weight=[1.0, np.nan, 1.0]), "sample_weight"),
+        (dict(label_weight=[1.0, 1.0, 1.0]), "label_weight"),
+        (dict(label_weight=[0.0, 0.0]), "label_weight"),
+        (dict(label_weight=[1.0, -2.0]), "label_weight"),
+        (dict(pos_weight=[1.0, np.inf]), "pos_weight"),
+        (dict(pos_weight=-1.0), "pos_weight"),
+        (dict(pos_weight=[1.0]), "pos_weight"),
+        (dict(reduction="avg"), "reduction"),
+        (dict(axis=2), "axis"),
+        (dict(reduction="none", axis=0), "axis"),
+        (dict(label_smoothing=1.5), "label_smoothing"),
+        (dict(eps=0.7), "eps"),
+        (dict(from_logits=True, y_pred=[[np.inf, 0], [0, 1], [1, 1]]), "y_pred.*finite"),
+    ],
+)
+@pytest.mark.parametrize("function", [binary_cross_entropy, bce_gradient, bce_loss_and_gradient])
+def test_bad_input_is_a_value_error_naming_the_argument(function, kwargs, match):
+    arguments = dict(y_true=GOOD_Y, y_pred=GOOD_P) | kwargs
+    with pytest.raises(ValueError, match=match):
+        function(**arguments)
+
+
+def test_large_bad_input_reports_first_offender():
+    p = np.full((100_000, 3), 0.5)
+    p[70_001, 2] = np.nan
+    with pytest.raises(ValueError, match=r"y_pred.*nan.*\(70001, 2\)"):
+        binary_cross_entropy(np.ones_like(p), p)
+
+
+# ---------------------------------------------------------------------------
+# Threads
+# ---------------------------------------------------------------------------
+
+def test_same_result_from_eight_python_threads():
+    rng = np.random.default_rng(13)
+    y, p = random_problem(rng, (200_000, 5), soft=True)
+    z = np.log(p / (1 - p))
+    serial_loss = binary_cross_entropy(y, p)
+    serial_fused = bce_loss_and_gradient(y, z, from_logits=True)
+
+    def work(_):
+        return binary_cross_entropy(y, p), bce_loss_and_gradient(y, z, from_logits=True)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(16)))
+    for loss, (fused_loss, fused_grad) in results:
+        assert loss == serial_loss
+        assert fused_loss == serial_fused[0]
+        np.testing.assert_array_equal(fused_grad, serial_fused[1])
+
+
+def test_threadpoolctl_limit_is_honoured():
+    from threadpoolctl import threadpool_limits
+
+    from skbce._bce import max_threads
+
+    rng = np.random.default_rng(14)
+    y, p = random_problem(rng, (300_000,))
+    default = binary_cross_entropy(y, p)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert max_threads() == 1
+        assert binary_cross_entropy(y, p) == pytest.approx(default, rel=1e-13)
