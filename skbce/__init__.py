@@ -1,11 +1,16 @@
 """skbce: binary cross-entropy done right for scikit-learn."""
 
 from skbce.metrics import bce_gradient, bce_loss_and_gradient, binary_cross_entropy
+from skbce.linear_model import MultiLabelLogistic
+from skbce._scorer import bce_scorer, make_bce_scorer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MultiLabelLogistic",
     "bce_gradient",
     "bce_loss_and_gradient",
     "binary_cross_entropy",
+    "bce_scorer",
+    "make_bce_scorer",
 ]

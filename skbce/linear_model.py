@@ -1,1 +1,797 @@
 """MultiLabelLogistic: a joint multi-label logistic regression trained on BCE."""
+
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from joblib import effective_n_jobs
+from scipy import sparse
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+from threadpoolctl import threadpool_limits
+
+from skbce import _solvers
+from skbce._bce import max_threads
+
+__all__ = ["MultiLabelLogistic"]
+
+# Below this many entries per thread a parallel loss pass costs more than it saves.
+_MIN_ENTRIES_PER_THREAD = 20_000
+
+
+class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
+    """Multi-label logistic regression trained on the binary cross-entropy.
+
+    One linear model with a sigmoid output per label, fitted by minimising the
+    binary cross-entropy (BCE) of all labels jointly. For each label ``j``
+    the objective is that of scikit-learn's
+    :class:`~sklearn.linear_model.LogisticRegression`,
+
+    .. math::
+
+        C \\sum_i s_i \\, \\ell(y_{ij}, x_i^\\top w_j + b_j)
+        + \\frac{1 - \\rho}{2} \\lVert w_j \\rVert_2^2
+        + \\rho \\lVert w_j \\rVert_1 ,
+
+    with ``s`` the sample weights, :math:`\\rho` = ``l1_ratio`` and
+    :math:`\\ell` the (``pos_weight``-weighted) BCE; the intercept is not
+    penalised. With the same ``C`` each label's ``coef_`` and ``intercept_``
+    are therefore those of ``LogisticRegression(C=C, l1_ratio=l1_ratio)``
+    fitted on that label alone, to optimiser tolerance -- but all labels are
+    trained in one pass over the data per iteration, and labels that have
+    converged stop costing work.
+
+    Targets may be 1-D binary labels of any type (then the model behaves like
+    ``LogisticRegression``: ``classes_`` holds the two labels and
+    ``predict_proba`` has two columns), a 2-D 0/1 multi-label indicator
+    matrix, or *soft* targets: probabilities in [0, 1], 1-D or 2-D, such as
+    the fraction of annotators who said yes.
+
+    Read more in the :ref:`User Guide <choosing_a_solver>`.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse of the regularisation strength, as in ``LogisticRegression``:
+        the data term is ``C`` times the sum of the weighted losses. Must be
+        positive; ``np.inf`` means no penalty.
+
+    l1_ratio : float in [0, 1], default=0.0
+        The elastic-net mixing parameter: 0 is a pure L2 penalty, 1 a pure L1
+        (lasso) penalty. Values above 0 need ``solver="gd"`` or ``"sgd"``.
+
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept per label.
+
+    solver : {"auto", "newton-cg", "lbfgs", "gd", "sgd"}, default="auto"
+        The optimiser; all minimise the same objective.
+
+        - ``"newton-cg"``: batched truncated Newton -- the Hessian-vector
+          products of all active labels are one pair of matrix products --
+          with a per-label line search. L2 penalty only. Fastest to a tight
+          optimum.
+        - ``"lbfgs"``: scipy's L-BFGS-B on the joint objective. L2 penalty
+          only.
+        - ``"gd"``: accelerated proximal gradient descent (FISTA) with
+          per-label backtracking line search and adaptive restarts; handles
+          the L1 part of the penalty by soft-thresholding.
+        - ``"sgd"``: mini-batch stochastic gradient descent with a decaying
+          step; the solver :meth:`partial_fit` always uses.
+        - ``"auto"``: ``"newton-cg"`` for ``l1_ratio=0``, else ``"gd"``.
+
+    max_iter : int, default=1000
+        Maximum number of iterations (epochs for ``"sgd"``).
+
+    tol : float, default=1e-4
+        Tolerance of the stopping rule. A label has converged when the
+        max-norm of its gradient (of its gradient mapping, with an L1 part)
+        is at most ``tol`` -- the objective being ``LogisticRegression``'s
+        divided by ``C * sum(sample_weight)``, this is the rule of its
+        ``newton-cg`` and ``lbfgs`` solvers. For ``"sgd"``: training stops
+        when the objective has not improved by ``tol`` for 5 epochs.
+
+    pos_weight : float, array-like of shape (n_labels,), "balanced" or None, \
+            default=None
+        Weight of the positive term of the loss, ``-(pos_weight * y * log(p)
+        + (1 - y) * log(1 - p))``, one number for all labels or one per
+        label. ``"balanced"`` uses, per label, the weighted number of
+        negatives over that of positives. None means 1.
+
+    label_smoothing : float in [0, 1), default=0.0
+        Train on ``y * (1 - label_smoothing) + label_smoothing / 2`` instead
+        of ``y`` (the Keras convention).
+
+    threshold : float or array-like of shape (n_labels,), default=0.5
+        :meth:`predict` returns the positive class (1, or ``classes_[1]``)
+        where the predicted probability is at least ``threshold``; one
+        threshold per label is allowed for multi-label targets.
+
+    warm_start : bool, default=False
+        Whether :meth:`fit` starts from the previous solution (when the
+        number of features and labels is unchanged) instead of from scratch.
+
+    batch_size : int, default=256
+        Rows per mini-batch of ``"sgd"`` and of :meth:`partial_fit`.
+
+    learning_rate : float or "auto", default="auto"
+        Initial step size of ``"sgd"``; it decays as ``learning_rate / sqrt(1
+        + t / (10 * batch_size))`` after ``t`` samples. ``"auto"`` uses the
+        inverse of a bound on the curvature of the loss of a mini-batch.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shuffling of ``"sgd"`` and :meth:`partial_fit`. The other
+        solvers are deterministic.
+
+    verbose : int, default=0
+        Print progress (iteration, objective, gradient norm, elapsed time):
+        about once a second with ``verbose=1``, every iteration with
+        ``verbose>=2``.
+
+    n_jobs : int, default=None
+        Number of threads of the BLAS products and of the OpenMP loss
+        kernels during :meth:`fit` (set through threadpoolctl). None leaves
+        the libraries' defaults (usually every core); -1 means every core.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        For 1-D targets the two class labels (``[0, 1]`` for soft targets);
+        for 2-D targets the label indices ``arange(n_labels)``, as
+        :class:`~sklearn.multiclass.OneVsRestClassifier` has.
+
+    coef_ : ndarray of shape (n_labels, n_features) or (1, n_features)
+        Coefficients of the features, one row per label (one row for 1-D
+        targets).
+
+    intercept_ : ndarray of shape (n_labels,) or (1,)
+        Intercepts; zeros when ``fit_intercept=False``.
+
+    n_iter_ : int
+        Number of iterations run (the maximum over the labels; epochs for
+        ``"sgd"``, calls for :meth:`partial_fit`).
+
+    loss_curve_ : list of float
+        The training objective after each iteration: the mean over labels of
+        each label's penalised mean BCE, ``sum_i s_i loss_ij / S +
+        penalty_j / (C * S)`` with ``S = sum(s)``.
+
+    solver_ : str
+        The solver used by the last :meth:`fit` (``"auto"`` resolved);
+        ``"sgd"`` after :meth:`partial_fit`.
+
+    pos_weight_ : ndarray of shape (n_labels,) or None
+        The positive-class weights used (``"balanced"`` resolved).
+
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during :meth:`fit`. Defined only when ``X``
+        has feature names that are all strings.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : One binary target at a time.
+    sklearn.multiclass.OneVsRestClassifier : One independent model per label.
+    skbce.binary_cross_entropy : The loss this model minimises.
+    skbce.bce_scorer : A scorer for model selection by BCE.
+
+    Notes
+    -----
+    ``X`` may be dense or sparse (CSR or CSC; never densified); float32 data
+    are trained in float32. The penalty of :meth:`partial_fit` is weighed
+    against the chunk it is given, as :meth:`fit` would weigh it against
+    that chunk alone: over ``m`` equal chunks of a dataset this is the
+    objective of :meth:`fit` with ``C / m``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skbce import MultiLabelLogistic
+    >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0],
+    ...               [2.0, 1.0], [1.0, 2.0]])
+    >>> Y = np.array([[0, 1], [1, 0], [1, 1], [0, 0], [1, 0], [0, 1]])
+    >>> model = MultiLabelLogistic(C=10.0).fit(X, Y)
+    >>> model.coef_.shape, model.intercept_.shape
+    ((2, 2), (2,))
+    >>> model.predict(X)
+    array([[0, 1],
+           [1, 0],
+           [1, 1],
+           [0, 0],
+           [1, 0],
+           [0, 1]])
+    >>> model.predict_proba([[1.0, 1.0]]).round(2)
+    array([[0.8..., 0.8...]])
+
+    Soft targets are probabilities; the model learns them:
+
+    >>> soft = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.5])
+    >>> x = np.array([[-2.0], [-1.0], [0.0], [1.0], [2.0], [0.0]])
+    >>> MultiLabelLogistic(C=np.inf).fit(x, soft).predict_proba([[0.0]]).round(3)
+    array([[0.5, 0.5]])
+    """
+
+    _parameter_constraints: dict = {
+        "C": [Interval(Real, 0, None, closed="right")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+        "fit_intercept": ["boolean"],
+        "solver": [StrOptions({"auto", "newton-cg", "lbfgs", "gd", "sgd"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "pos_weight": [
+            Interval(Real, 0, None, closed="neither"),
+            "array-like",
+            StrOptions({"balanced"}),
+            None,
+        ],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "threshold": [Interval(Real, 0, 1, closed="both"), "array-like"],
+        "warm_start": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        C=1.0,
+        l1_ratio=0.0,
+        fit_intercept=True,
+        solver="auto",
+        max_iter=1000,
+        tol=1e-4,
+        pos_weight=None,
+        label_smoothing=0.0,
+        threshold=0.5,
+        warm_start=False,
+        batch_size=256,
+        learning_rate="auto",
+        random_state=None,
+        verbose=0,
+        n_jobs=None,
+    ):
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.pos_weight = pos_weight
+        self.label_smoothing = label_smoothing
+        self.threshold = threshold
+        self.warm_start = warm_start
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------
+    # Input handling
+    # ------------------------------------------------------------------
+
+    def _validate_X_y(self, X, y, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            accept_sparse=["csr", "csc"],
+            dtype=[np.float64, np.float32],
+            multi_output=True,
+            y_numeric=False,
+        )
+        if sparse.issparse(X):
+            # int64 or int32 indices both work with scipy's products.
+            X = X.tocsr() if X.format not in ("csr", "csc") else X
+        return X, y
+
+    def _encode_targets(self, y, classes, dtype, first):
+        """Targets as an (n_samples, n_labels) float array in [0, 1].
+
+        Sets ``classes_``, ``_one_d`` and ``_y_dtype`` when ``first``;
+        otherwise checks ``y`` against them.
+        """
+        if sparse.issparse(y):
+            y = y.toarray()
+        y = np.asarray(y)
+        if y.ndim == 1:
+            y_type = type_of_target(y, input_name="y", raise_unknown=True)
+            if y_type == "continuous":
+                values = y.astype(np.float64)
+                try:
+                    _check_unit_interval(values)
+                except ValueError as exc:
+                    raise ValueError(f"Unknown label type: continuous. {exc}") from None
+                labels = np.array([0, 1])
+                Y = values
+            elif y_type == "binary":
+                if first:
+                    labels = np.unique(y) if classes is None else np.unique(classes)
+                else:
+                    labels = self.classes_
+                    if not np.all(np.isin(np.unique(y), labels)):
+                        raise ValueError(
+                            f"y holds labels {np.setdiff1d(np.unique(y), labels)} "
+                            f"not in classes_ {labels}."
+                        )
+                if len(labels) > 2:
+                    raise ValueError(
+                        "Only binary classification is supported for 1-D targets; "
+                        f"classes has {len(labels)} values. Pass a 2-D indicator "
+                        "matrix for multi-label targets."
+                    )
+                if len(labels) < 2:
+                    raise ValueError(
+                        "MultiLabelLogistic needs samples of at least 2 classes in a "
+                        f"1-D target, but the data contains only one class: "
+                        f"{labels[0]!r}. Pass classes= to partial_fit, or a 2-D "
+                        "target to fit a label that is constant."
+                    )
+                Y = (y == labels[1]).astype(np.float64)
+            elif y_type in ("multiclass",):
+                raise ValueError(
+                    "Only binary classification is supported. The type of the target "
+                    f"is {y_type}: 1-D targets must have two classes (or be "
+                    "probabilities in [0, 1]); for multi-label targets pass a 2-D "
+                    "0/1 indicator matrix."
+                )
+            else:
+                raise ValueError(f"Unknown label type: {y_type!r} for a 1-D target.")
+            Y = Y.reshape(-1, 1)
+            one_d = True
+        elif y.ndim == 2:
+            if y.dtype.kind not in "biuf":
+                try:
+                    y = y.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        "Unknown label type: a 2-D target must hold numbers in [0, 1] "
+                        f"(a multi-label indicator matrix or probabilities); got dtype "
+                        f"{y.dtype}."
+                    ) from None
+            Y = y.astype(np.float64)
+            try:
+                _check_unit_interval(Y)
+            except ValueError as exc:
+                y_type = type_of_target(y, input_name="y")
+                raise ValueError(f"Unknown label type: {y_type}. {exc}") from None
+            labels = np.arange(Y.shape[1])
+            one_d = False
+            if classes is not None and first and len(np.asarray(classes)) != Y.shape[1]:
+                raise ValueError(
+                    f"classes has {len(np.asarray(classes))} entries but y has "
+                    f"{Y.shape[1]} labels; for a 2-D target classes holds the label "
+                    "indices."
+                )
+        else:
+            raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
+        if first:
+            self.classes_ = labels
+            self._one_d = one_d
+            self._y_dtype = y.dtype if not one_d else None
+        else:
+            if one_d != self._one_d or (not one_d and Y.shape[1] != len(self.classes_)):
+                raise ValueError(
+                    f"y has shape {y.shape}, but the model was fitted on "
+                    + ("1-D targets." if self._one_d else
+                       f"{len(self.classes_)} labels.")
+                )
+        Y = Y.astype(dtype)
+        if self.label_smoothing > 0:
+            Y = Y * dtype(1 - self.label_smoothing) + dtype(self.label_smoothing / 2)
+        return np.ascontiguousarray(Y)
+
+    def _resolve_pos_weight(self, Y, sample_weight):
+        n_labels = Y.shape[1]
+        pw = self.pos_weight
+        if pw is None:
+            return None
+        if isinstance(pw, str):  # "balanced"
+            w = np.ones(len(Y)) if sample_weight is None else sample_weight.astype(np.float64)
+            pos = w @ Y.astype(np.float64)
+            neg = w.sum() - pos
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where((pos > 0) & (neg > 0), neg / np.where(pos > 0, pos, 1), 1.0)
+            return ratio
+        vector = np.asarray(pw, dtype=np.float64)
+        if vector.ndim == 0:
+            vector = np.full(n_labels, float(vector))
+        if vector.shape != (n_labels,):
+            raise ValueError(
+                f"pos_weight must be a number, 'balanced' or an array of shape "
+                f"({n_labels},), one per label; got shape {vector.shape}."
+            )
+        if not np.all(np.isfinite(vector)) or np.any(vector <= 0):
+            raise ValueError(f"pos_weight must be finite and positive; got {vector}.")
+        return vector
+
+    def _sample_weight(self, sample_weight, X):
+        if sample_weight is None:
+            return None
+        sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
+        if not np.all(np.isfinite(sw)):
+            raise ValueError("sample_weight must be finite.")
+        if float(np.sum(sw, dtype=np.float64)) <= 0:
+            raise ValueError("sample_weight must not be all zero.")
+        return sw
+
+    def _problem(self, X, Y, sample_weight, pos_weight):
+        total = X.shape[0] if sample_weight is None else float(
+            np.sum(sample_weight, dtype=np.float64))
+        if np.isinf(self.C):
+            alpha = beta = 0.0
+        else:
+            alpha = (1.0 - self.l1_ratio) / (self.C * total)
+            beta = self.l1_ratio / (self.C * total)
+        n_threads = self._kernel_threads(Y.size)
+        return _solvers.LinearBCE(
+            X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads
+        )
+
+    def _kernel_threads(self, n_entries):
+        limit = max_threads() if self.n_jobs is None else effective_n_jobs(self.n_jobs)
+        return int(max(1, min(limit, n_entries // _MIN_ENTRIES_PER_THREAD)))
+
+    def _thread_limits(self):
+        if self.n_jobs is None:
+            return threadpool_limits(limits=None)
+        return threadpool_limits(limits=int(effective_n_jobs(self.n_jobs)))
+
+    def _initial_intercept(self, Y, sample_weight, pos_weight):
+        """The intercept of the best constant model: a good starting point."""
+        if not self.fit_intercept:
+            return np.zeros(Y.shape[1])
+        w = np.ones(len(Y)) if sample_weight is None else sample_weight.astype(np.float64)
+        mean = (w @ Y.astype(np.float64)) / w.sum()
+        mean = np.clip(mean, 1e-6, 1 - 1e-6)
+        odds = mean / (1 - mean)
+        if pos_weight is not None:
+            odds = odds * pos_weight
+        return np.log(odds)
+
+    def _resolved_solver(self):
+        solver = self.solver
+        if solver == "auto":
+            return "newton-cg" if self.l1_ratio == 0 else "gd"
+        if solver in ("lbfgs", "newton-cg") and self.l1_ratio > 0:
+            raise ValueError(
+                f"solver={solver!r} supports only l1_ratio=0 (an L2 penalty); got "
+                f"l1_ratio={self.l1_ratio}. Use solver='gd' (or 'sgd', or 'auto') "
+                "for an L1 or elastic-net penalty."
+            )
+        return solver
+
+    # ------------------------------------------------------------------
+    # Fitting
+    # ------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data; CSR and CSC matrices are used as they are.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Binary labels (1-D, any two values), a 0/1 multi-label indicator
+            matrix, or soft targets in [0, 1].
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample; an integer weight is the same
+            as repeating the sample.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        solver = self._resolved_solver()
+        X, y = self._validate_X_y(X, y, reset=True)
+        dtype = X.dtype.type
+        Y = self._encode_targets(y, None, dtype, first=True)
+        sample_weight = self._sample_weight(sample_weight, X)
+        pos_weight = self._resolve_pos_weight(Y, sample_weight)
+        self.pos_weight_ = pos_weight
+        self._W = self._sgd_rng = None
+        n_labels, n_features = Y.shape[1], X.shape[1]
+
+        warm = (
+            self.warm_start
+            and hasattr(self, "coef_")
+            and getattr(self, "_fitted_shape", None) == (n_labels, n_features)
+        )
+        if warm:
+            W0 = np.asarray(self.coef_, dtype=np.float64)
+            b0 = np.asarray(self.intercept_, dtype=np.float64)
+        else:
+            W0 = np.zeros((n_labels, n_features))
+            b0 = self._initial_intercept(Y, sample_weight, pos_weight)
+
+        start = time.perf_counter()
+        with self._thread_limits():
+            problem = self._problem(X, Y, sample_weight, pos_weight)
+            if solver == "sgd":
+                rng = np.random.default_rng(
+                    check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+                result, state = _solvers.sgd(
+                    problem, W0, b0, tol=self.tol, max_iter=self.max_iter,
+                    verbose=self.verbose, batch_size=self.batch_size,
+                    learning_rate=self.learning_rate, rng=rng, decay_every=self._step_decay(),
+                )
+                self._sgd_rng = rng
+            else:
+                result = _solvers.SOLVERS[solver](
+                    problem, W0, b0, tol=self.tol, max_iter=self.max_iter,
+                    verbose=self.verbose,
+                )
+        if self.verbose:
+            print(f"[MultiLabelLogistic] solver={solver}: {result.n_iter} iterations "
+                  f"in {time.perf_counter() - start:.3f}s", flush=True)
+        self._store(result, dtype)
+        self.solver_ = solver
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = list(result.loss_curve)
+        if not np.all(result.converged):
+            n_bad = int(np.sum(~result.converged))
+            warnings.warn(
+                f"MultiLabelLogistic (solver={solver!r}) did not converge for {n_bad} "
+                f"of {n_labels} label(s) within max_iter={self.max_iter} iterations. "
+                "Increase max_iter, or scale the data (e.g. with StandardScaler).",
+                ConvergenceWarning,
+            )
+        return self
+
+    def _step_decay(self):
+        return 10.0 * self.batch_size
+
+    def _store(self, result, dtype):
+        coef = np.asarray(result.coef, dtype=dtype)
+        intercept = np.asarray(result.intercept, dtype=dtype)
+        if not self.fit_intercept:
+            intercept = np.zeros_like(intercept)
+        self.coef_ = np.ascontiguousarray(coef)
+        self.intercept_ = intercept
+        self._fitted_shape = self.coef_.shape
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch of mini-batch SGD on the given chunk of data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            A chunk of training data.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Its targets, as for :meth:`fit`.
+
+        classes : array-like, default=None
+            For 1-D targets, the two class labels; needed on the first call
+            unless that chunk holds both. For 2-D targets, optional: the
+            label indices (only its length is checked). Ignored after the
+            first call.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        first = not hasattr(self, "coef_")
+        X, y = self._validate_X_y(X, y, reset=first)
+        dtype = X.dtype.type
+        if first:
+            Y = self._encode_targets(y, classes, dtype, first=True)
+        else:
+            Y = self._encode_targets(y, None, dtype, first=False)
+        sample_weight = self._sample_weight(sample_weight, X)
+        if first:
+            self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
+            n_labels, n_features = Y.shape[1], X.shape[1]
+            self._W = np.zeros((n_features, n_labels), dtype=dtype)
+            self._b = self._initial_intercept(Y, sample_weight, self.pos_weight_).astype(dtype)
+            self._sgd_rng = np.random.default_rng(
+                check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self._sgd_state = None
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+        elif getattr(self, "_W", None) is None:
+            # Continue from a solution of fit.
+            self._W = np.ascontiguousarray(self.coef_.T, dtype=dtype)
+            self._b = np.array(self.intercept_, dtype=dtype)
+            if getattr(self, "_sgd_rng", None) is None:
+                self._sgd_rng = np.random.default_rng(
+                    check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            self._sgd_state = None
+        W = self._W.astype(dtype, copy=False)
+        b = self._b.astype(dtype, copy=False)
+        with self._thread_limits():
+            problem = self._problem(X, Y, sample_weight, self.pos_weight_)
+            if self._sgd_state is None:
+                batch = int(min(self.batch_size, X.shape[0]))
+                self._sgd_state = _solvers.SGDState(
+                    step0=_solvers.sgd_step_size(problem, batch),
+                    avg_start=self._step_decay())
+            _solvers.sgd_epoch(
+                problem, W, b, self._sgd_state, batch_size=self.batch_size,
+                learning_rate=self.learning_rate, rng=self._sgd_rng,
+                decay_every=self._step_decay(),
+            )
+            W_avg, b_avg = self._sgd_state.averaged(W, b)
+            objective = problem.objective(W_avg, b_avg)
+        self._W, self._b = W, b
+        result = _solvers.SolverResult(
+            coef=W_avg.T, intercept=b_avg.copy(), n_iter=1, loss_curve=[], converged=None)
+        self._store(result, dtype)
+        self.solver_ = "sgd"
+        self.n_iter_ += 1
+        self.loss_curve_.append(float(np.mean(objective)))
+        return self
+
+    # ------------------------------------------------------------------
+    # Prediction
+    # ------------------------------------------------------------------
+
+    def decision_function(self, X):
+        """Logits (log-odds) of the positive class of each label.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            1-D for 1-D targets, as ``LogisticRegression`` returns.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
+                          dtype=[np.float64, np.float32])
+        coef = self.coef_.astype(X.dtype, copy=False)
+        scores = np.asarray(safe_sparse_dot(X, coef.T, dense_output=True))
+        scores = scores + self.intercept_.astype(X.dtype, copy=False)
+        return scores.ravel() if self._one_d else scores
+
+    def predict_proba(self, X):
+        """Probability of the positive class of each label.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, 2) or (n_samples, n_labels)
+            For 1-D targets the probabilities of ``classes_[0]`` and
+            ``classes_[1]``; for multi-label targets one column per label.
+        """
+        scores = self.decision_function(X)
+        if self._one_d:
+            return np.column_stack([expit(-scores), expit(scores)])
+        return expit(scores)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`, computed without underflow.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, 2) or (n_samples, n_labels)
+        """
+        scores = self.decision_function(X)
+        if self._one_d:
+            return np.column_stack([log_expit(-scores), log_expit(scores)])
+        return log_expit(scores)
+
+    def _threshold(self, n_labels):
+        threshold = np.asarray(self.threshold, dtype=np.float64)
+        if threshold.ndim == 1 and (threshold.shape != (n_labels,) or self._one_d):
+            raise ValueError(
+                f"threshold must be a number or an array of shape ({n_labels},), "
+                f"one per label of a 2-D target; got shape {threshold.shape}."
+            )
+        if threshold.ndim > 1 or np.any((threshold < 0) | (threshold > 1)):
+            raise ValueError("threshold must lie in [0, 1].")
+        return threshold
+
+    def predict(self, X):
+        """Predicted labels: positive where the probability is at least ``threshold``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Class labels from ``classes_`` for 1-D targets; a 0/1 indicator
+            matrix (of the training targets' dtype) for 2-D targets.
+        """
+        scores = self.decision_function(X)
+        n_labels = 1 if self._one_d else scores.shape[1]
+        threshold = self._threshold(n_labels)
+        positive = expit(scores) >= threshold
+        if self._one_d:
+            return self.classes_[positive.astype(int)]
+        dtype = self._y_dtype if self._y_dtype is not None else np.int64
+        if dtype.kind not in "biuf":
+            dtype = np.int64
+        return positive.astype(dtype)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy (subset accuracy for multi-label targets).
+
+        Soft targets are compared after thresholding them at 0.5.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Accuracy of :meth:`predict`.
+        """
+        y = np.asarray(y)
+        if y.dtype.kind == "f" and np.any((y != 0) & (y != 1)) and not np.any(np.isnan(y)):
+            y = (y >= 0.5).astype(int)
+            if self._one_d:
+                y = self.classes_[y]
+        return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_label = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _check_unit_interval(values):
+    if not np.all(np.isfinite(values)):
+        raise ValueError("Targets must be finite.")
+    bad = (values < 0) | (values > 1)
+    if np.any(bad):
+        index = np.unravel_index(np.flatnonzero(bad)[0], values.shape)
+        raise ValueError(
+            "Targets must be 0/1 labels or probabilities in [0, 1] (soft targets); "
+            f"found {values[index]!r} at index {tuple(int(i) for i in index)}. "
+            "Continuous targets outside [0, 1] are regression targets."
+        )

@@ -1,0 +1,409 @@
+"""MultiLabelLogistic: equivalence to LogisticRegression, solvers, inputs, API."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import sparse
+from scipy.special import expit
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_multilabel_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skbce import MultiLabelLogistic, bce_scorer, binary_cross_entropy
+
+
+@pytest.fixture(scope="module")
+def multilabel():
+    X, Y = make_multilabel_classification(
+        n_samples=300, n_features=12, n_classes=4, random_state=0
+    )
+    return StandardScaler().fit_transform(X), Y
+
+
+def sklearn_objective(coef, intercept, X, Y, C, l1_ratio=0.0, sample_weight=None):
+    """LogisticRegression's objective per label."""
+    Z = np.asarray(X @ coef.T) + intercept
+    loss = np.logaddexp(0, Z) - Y * Z
+    sw = np.ones(len(Y)) if sample_weight is None else sample_weight
+    penalty = (1 - l1_ratio) / 2 * (coef**2).sum(1) + l1_ratio * np.abs(coef).sum(1)
+    return C * (sw @ loss) + penalty
+
+
+def per_label_logistic(X, Y, **params):
+    coef, intercept = [], []
+    for j in range(Y.shape[1]):
+        lr = LogisticRegression(max_iter=10_000, **params).fit(X, Y[:, j])
+        coef.append(lr.coef_[0])
+        intercept.append(lr.intercept_[0])
+    return np.array(coef), np.array(intercept)
+
+
+# ---------------------------------------------------------------------------
+# Equivalence with LogisticRegression
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix, sparse.csc_matrix])
+@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd"])
+@pytest.mark.parametrize("C", [0.1, 1.0])
+def test_l2_matches_logistic_regression(multilabel, container, solver, C):
+    X, Y = multilabel
+    coef, intercept = per_label_logistic(X, Y, C=C, tol=1e-10)
+    model = MultiLabelLogistic(C=C, solver=solver, tol=1e-8).fit(container(X), Y)
+    assert model.coef_.shape == (4, 12)
+    assert_allclose(model.coef_, coef, atol=2e-5)
+    assert_allclose(model.intercept_, intercept, atol=2e-5)
+
+
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
+def test_l1_and_elastic_net_match_saga(multilabel, container, l1_ratio):
+    X, Y = multilabel
+    coef, intercept = per_label_logistic(
+        X, Y, C=0.05, l1_ratio=l1_ratio, solver="saga", tol=1e-10
+    )
+    model = MultiLabelLogistic(C=0.05, l1_ratio=l1_ratio, tol=1e-9, max_iter=20_000)
+    model.fit(container(X), Y)
+    assert model.solver_ == "gd"
+    # Same sparsity pattern, same values.
+    assert_array_equal(model.coef_ == 0, np.abs(coef) < 1e-8)
+    assert np.any(model.coef_ == 0)
+    assert_allclose(model.coef_, coef, atol=1e-5)
+    assert_allclose(model.intercept_, intercept, atol=1e-5)
+
+
+def test_no_penalty_and_no_intercept(multilabel):
+    X, Y = multilabel
+    coef, intercept = per_label_logistic(X, Y, C=np.inf, fit_intercept=False, tol=1e-10)
+    model = MultiLabelLogistic(C=np.inf, fit_intercept=False, tol=1e-8).fit(X, Y)
+    assert_allclose(model.coef_, coef, rtol=1e-4, atol=1e-5)
+    assert_array_equal(model.intercept_, 0)
+
+
+def test_one_d_binary_target_behaves_like_logistic_regression():
+    X, y = make_classification(n_samples=200, n_features=6, random_state=1)
+    labels = np.array(["no", "yes"])[y]
+    lr = LogisticRegression(tol=1e-10).fit(X, labels)
+    model = MultiLabelLogistic(tol=1e-8).fit(X, labels)
+    assert_array_equal(model.classes_, ["no", "yes"])
+    assert model.coef_.shape == (1, 6)
+    assert model.intercept_.shape == (1,)
+    assert_allclose(model.coef_, lr.coef_, atol=1e-6)
+    assert_allclose(model.predict_proba(X), lr.predict_proba(X), atol=1e-6)
+    assert_allclose(model.decision_function(X), lr.decision_function(X), atol=1e-5)
+    assert_allclose(model.predict_log_proba(X), lr.predict_log_proba(X), atol=1e-5)
+    assert_array_equal(model.predict(X), lr.predict(X))
+    assert model.score(X, labels) == lr.score(X, labels)
+
+
+# ---------------------------------------------------------------------------
+# Solvers
+# ---------------------------------------------------------------------------
+
+
+def test_all_solvers_reach_the_same_optimum(multilabel):
+    X, Y = multilabel
+    reference = per_label_logistic(X, Y, C=1.0, tol=1e-10)
+    best = sklearn_objective(*reference, X, Y, 1.0).sum()
+    for solver, tol, rtol in [("newton-cg", 1e-6, 1e-9), ("lbfgs", 1e-6, 1e-8),
+                              ("gd", 1e-6, 1e-8), ("sgd", 1e-6, 5e-3)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = MultiLabelLogistic(solver=solver, tol=tol, max_iter=500,
+                                       random_state=0).fit(X, Y)
+        objective = sklearn_objective(model.coef_, model.intercept_, X, Y, 1.0).sum()
+        assert best <= objective <= best * (1 + rtol), solver
+        # loss_curve_ is the scaled objective: its last value matches.
+        assert_allclose(model.loss_curve_[-1], objective / len(X) / Y.shape[1], rtol=1e-6)
+        assert model.n_iter_ == len(model.loss_curve_) >= 1
+
+
+def test_auto_solver_choice(multilabel):
+    X, Y = multilabel
+    assert MultiLabelLogistic().fit(X, Y).solver_ == "newton-cg"
+    assert MultiLabelLogistic(l1_ratio=0.5).fit(X, Y).solver_ == "gd"
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_smooth_solvers_reject_l1(multilabel, solver):
+    X, Y = multilabel
+    with pytest.raises(ValueError, match="supports only l1_ratio=0"):
+        MultiLabelLogistic(solver=solver, l1_ratio=0.5).fit(X, Y)
+
+
+def test_gd_loss_curve_decreases_and_converged_labels_stop(multilabel):
+    X, Y = multilabel
+    Y = Y.copy()
+    Y[:, 0] = 0  # constant: converges at once
+    model = MultiLabelLogistic(solver="gd", tol=1e-6).fit(X, Y)
+    curve = np.asarray(model.loss_curve_)
+    # Restarts keep the objective monotone.
+    assert np.all(np.diff(curve) <= 1e-12)
+    from skbce import _solvers
+
+    problem = _solvers.LinearBCE(X, Y.astype(float), None, None, 1 / 300, 0.0, True)
+    b0 = np.log(np.clip(Y.mean(0), 1e-6, 1 - 1e-6) / (1 - np.clip(Y.mean(0), 1e-6, 1 - 1e-6)))
+    result = _solvers.gradient_descent(problem, np.zeros((4, 12)), b0, tol=1e-6)
+    assert result.label_n_iter[0] <= 2 < result.label_n_iter[1:].min()
+    assert result.converged.all()
+
+
+def test_convergence_warning_and_verbose(multilabel, capsys):
+    X, Y = multilabel
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        MultiLabelLogistic(solver="gd", max_iter=2, verbose=2).fit(X, Y)
+    out = capsys.readouterr().out
+    assert "iter" in out and "objective" in out and "max|grad|" in out and "s\n" in out
+
+
+def test_float32_trains_in_float32(multilabel):
+    X, Y = multilabel
+    model32 = MultiLabelLogistic().fit(X.astype(np.float32), Y)
+    model64 = MultiLabelLogistic().fit(X, Y)
+    assert model32.coef_.dtype == np.float32
+    assert model32.predict_proba(X.astype(np.float32)).dtype == np.float32
+    assert_allclose(model32.coef_, model64.coef_, atol=1e-3)
+
+
+def test_sparse_input_is_not_densified(multilabel, monkeypatch):
+    X, Y = multilabel
+    Xs = sparse.csr_matrix(X)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("densified")
+
+    monkeypatch.setattr(sparse.csr_matrix, "toarray", refuse)
+    monkeypatch.setattr(sparse.csr_matrix, "todense", refuse)
+    model = MultiLabelLogistic().fit(Xs, Y)
+    assert_allclose(model.predict_proba(Xs), MultiLabelLogistic().fit(X, Y).predict_proba(X),
+                    atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Targets and weights
+# ---------------------------------------------------------------------------
+
+
+def test_soft_targets_recover_the_true_model():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 4))
+    W = np.array([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, 1.0, -1.0], [3.0, 0.0, 0.0, 0.5]])
+    b = np.array([0.5, -1.0, 0.0])
+    P = expit(X @ W.T + b)
+    model = MultiLabelLogistic(C=np.inf, tol=1e-10).fit(X, P)
+    assert_allclose(model.coef_, W, atol=1e-6)
+    assert_allclose(model.intercept_, b, atol=1e-6)
+    assert_allclose(model.predict_proba(X), P, atol=1e-6)
+    # 1-D soft targets: classes_ are 0 and 1.
+    one = MultiLabelLogistic(C=np.inf, tol=1e-10).fit(X, P[:, 0])
+    assert_array_equal(one.classes_, [0, 1])
+    assert_allclose(one.coef_[0], W[0], atol=1e-6)
+    assert_allclose(one.predict_proba(X)[:, 1], P[:, 0], atol=1e-6)
+
+
+def test_constant_labels_get_sensible_probabilities(multilabel):
+    X, Y = multilabel
+    Y = Y.copy()
+    Y[:, 1] = 0
+    Y[:, 2] = 1
+    model = MultiLabelLogistic().fit(X, Y)
+    proba = model.predict_proba(X)
+    assert np.all(proba[:, 1] < 1e-3) and np.all(proba[:, 2] > 1 - 1e-3)
+    assert_array_equal(model.predict(X)[:, 1:3], Y[:, 1:3])
+    assert np.all(np.isfinite(model.coef_))
+
+
+@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd"])
+def test_sample_weight_equals_repetition(multilabel, solver):
+    X, Y = multilabel
+    weights = np.random.default_rng(0).integers(0, 4, size=len(X))
+    weighted = MultiLabelLogistic(solver=solver, tol=1e-9).fit(X, Y, sample_weight=weights)
+    repeated = MultiLabelLogistic(solver=solver, tol=1e-9).fit(
+        np.repeat(X, weights, axis=0), np.repeat(Y, weights, axis=0))
+    assert_allclose(weighted.coef_, repeated.coef_, atol=1e-6)
+    assert_allclose(weighted.intercept_, repeated.intercept_, atol=1e-6)
+
+
+def test_sample_weight_matches_logistic_regression(multilabel):
+    X, Y = multilabel
+    sw = np.random.default_rng(1).uniform(0.1, 3, size=len(X))
+    lr = LogisticRegression(C=0.5, tol=1e-10).fit(X, Y[:, 0], sample_weight=sw)
+    model = MultiLabelLogistic(C=0.5, tol=1e-9).fit(X, Y[:, [0]], sample_weight=sw)
+    assert_allclose(model.coef_, lr.coef_, atol=1e-6)
+
+
+def test_pos_weight_options(multilabel):
+    X, Y = multilabel
+    n_pos = Y.sum(0)
+    balanced = MultiLabelLogistic(pos_weight="balanced").fit(X, Y)
+    assert_allclose(balanced.pos_weight_, (len(Y) - n_pos) / n_pos)
+    # pos_weight w is the same as a sample weight w on every positive.
+    for pw in [2, np.array([2, 1, 3, 1])]:
+        model = MultiLabelLogistic(pos_weight=pw, tol=1e-9).fit(X, Y)
+        pw_vec = np.broadcast_to(pw, (4,))
+        for j in range(4):
+            w = np.where(Y[:, j] == 1, pw_vec[j], 1)
+            lr = LogisticRegression(tol=1e-10).fit(X, Y[:, j], sample_weight=w)
+            assert_allclose(model.coef_[j], lr.coef_[0], atol=1e-6)
+            assert_allclose(model.intercept_[j], lr.intercept_[0], atol=1e-6)
+    with pytest.raises(ValueError, match="pos_weight"):
+        MultiLabelLogistic(pos_weight=[1.0, 2.0]).fit(X, Y)
+
+
+def test_label_smoothing_and_threshold(multilabel):
+    X, Y = multilabel
+    smooth = MultiLabelLogistic(label_smoothing=0.2, tol=1e-9).fit(X, Y)
+    soft = MultiLabelLogistic(tol=1e-9).fit(X, Y * 0.8 + 0.1)
+    assert_allclose(smooth.coef_, soft.coef_, atol=1e-6)
+    model = MultiLabelLogistic(threshold=[0.0, 1.0, 0.5, 0.5]).fit(X, Y)
+    pred = model.predict(X)
+    assert np.all(pred[:, 0] == 1) and np.all(pred[:, 1] == 0)
+    assert_array_equal(pred[:, 2:], model.predict_proba(X)[:, 2:] >= 0.5)
+
+
+# ---------------------------------------------------------------------------
+# partial_fit and warm start
+# ---------------------------------------------------------------------------
+
+
+def test_partial_fit_over_chunks_converges_to_the_fit_loss(multilabel):
+    X, Y = multilabel
+    chunks = np.array_split(np.arange(len(X)), 3)
+    model = MultiLabelLogistic(batch_size=32, random_state=0)
+    for epoch in range(60):
+        for rows in chunks:
+            model.partial_fit(X[rows], Y[rows], classes=np.arange(4))
+    assert model.solver_ == "sgd" and model.n_iter_ == 180
+    # Each chunk weighs the penalty against its own size: that is fit with C / 3.
+    reference = MultiLabelLogistic(C=1 / 3, tol=1e-9).fit(X, Y)
+    objective = sklearn_objective(model.coef_, model.intercept_, X, Y, 1 / 3).sum()
+    best = sklearn_objective(reference.coef_, reference.intercept_, X, Y, 1 / 3).sum()
+    assert best <= objective <= best * 1.01
+    loss = binary_cross_entropy(Y, model.predict_proba(X))
+    assert abs(loss - binary_cross_entropy(Y, reference.predict_proba(X))) < 5e-3
+
+
+def test_partial_fit_one_d_needs_classes():
+    X, y = make_classification(n_samples=60, n_features=3, n_informative=2,
+                               n_redundant=0, random_state=0)
+    model = MultiLabelLogistic()
+    with pytest.raises(ValueError, match="one class"):
+        model.partial_fit(X[y == 1], y[y == 1])
+    model.partial_fit(X[y == 1], y[y == 1], classes=[0, 1])
+    model.partial_fit(X[y == 0], y[y == 0])
+    assert_array_equal(model.classes_, [0, 1])
+    assert model.predict_proba(X).shape == (60, 2)
+    with pytest.raises(ValueError, match="features"):
+        model.partial_fit(X[:, :2], y)
+
+
+def test_warm_start_resumes(multilabel):
+    X, Y = multilabel
+    cold = MultiLabelLogistic(solver="gd", tol=1e-7).fit(X, Y)
+    with pytest.warns(ConvergenceWarning):
+        warm = MultiLabelLogistic(solver="gd", tol=1e-7, max_iter=5, warm_start=True).fit(X, Y)
+    first_curve = list(warm.loss_curve_)
+    warm.set_params(max_iter=1000).fit(X, Y)
+    # The second fit starts where the first stopped.
+    assert warm.loss_curve_[0] <= first_curve[-1] + 1e-12
+    assert warm.n_iter_ < cold.n_iter_
+    assert_allclose(warm.coef_, cold.coef_, atol=1e-5)
+    # Refit without warm start starts over.
+    again = clone(warm).set_params(warm_start=False, max_iter=5)
+    with pytest.warns(ConvergenceWarning):
+        again.fit(X, Y)
+    assert_allclose(again.loss_curve_, first_curve)
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda X, Y: (np.where(np.eye(*X.shape, dtype=bool), np.nan, X), Y), "NaN"),
+        (lambda X, Y: (np.where(np.eye(*X.shape, dtype=bool), np.inf, X), Y), "infinity"),
+        (lambda X, Y: (X, np.where(Y == 1, 2, Y)), "Unknown label type"),
+        (lambda X, Y: (X, Y - 0.5), "Unknown label type"),
+        (lambda X, Y: (X, np.where(Y == 1, np.nan, Y).astype(float)), "NaN"),
+        (lambda X, Y: (X[:-1], Y), "inconsistent numbers of samples"),
+        (lambda X, Y: (X, Y[:, :, None]), "y"),
+        (lambda X, Y: (X, np.arange(len(Y)) % 3), "Only binary classification"),
+        (lambda X, Y: (X, np.linspace(-1, 2, len(Y))), "continuous"),
+    ],
+)
+def test_bad_input_is_a_clear_value_error(multilabel, change, match):
+    X, Y = change(*multilabel)
+    with pytest.raises(ValueError, match=match):
+        MultiLabelLogistic().fit(X, Y)
+
+
+def test_bad_weights_and_parameters(multilabel):
+    X, Y = multilabel
+    with pytest.raises(ValueError, match="(?i)negative"):
+        MultiLabelLogistic().fit(X, Y, sample_weight=-np.ones(len(X)))
+    with pytest.raises(ValueError, match="(?i)zero"):
+        MultiLabelLogistic().fit(X, Y, sample_weight=np.zeros(len(X)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        MultiLabelLogistic().fit(X, Y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="C"):
+        MultiLabelLogistic(C=-1).fit(X, Y)
+    with pytest.raises(ValueError, match="solver"):
+        MultiLabelLogistic(solver="newton").fit(X, Y)
+    with pytest.raises(ValueError, match="threshold"):
+        MultiLabelLogistic(threshold=[0.5, 0.5]).fit(X, Y).predict(X)
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn integration
+# ---------------------------------------------------------------------------
+
+
+@parametrize_with_checks([MultiLabelLogistic()])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_clone_pickle_feature_names_set_output(multilabel):
+    pd = pytest.importorskip("pandas")
+    X, Y = multilabel
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    model = MultiLabelLogistic().fit(frame, Y)
+    assert_array_equal(model.feature_names_in_, frame.columns)
+    restored = pickle.loads(pickle.dumps(model))
+    assert_array_equal(restored.predict_proba(frame), model.predict_proba(frame))
+    assert clone(model).get_params() == model.get_params()
+    pipe = make_pipeline(StandardScaler(), MultiLabelLogistic()).set_output(transform="pandas")
+    pipe.fit(frame, Y)
+    assert_array_equal(pipe[-1].feature_names_in_, frame.columns)
+    assert pipe.predict(frame).shape == Y.shape
+
+
+def test_grid_search_with_bce_scorer(multilabel):
+    X, Y = multilabel
+    search = GridSearchCV(MultiLabelLogistic(), {"C": [0.001, 1.0]}, scoring=bce_scorer,
+                          cv=KFold(3, shuffle=True, random_state=0)).fit(X, Y)
+    assert search.best_params_ == {"C": 1.0}
+    proba = search.predict_proba(X)
+    assert_allclose(-search.score(X, Y), binary_cross_entropy(Y, proba))
+
+
+def test_multilabel_outputs(multilabel):
+    X, Y = multilabel
+    model = MultiLabelLogistic().fit(X, Y.astype(np.int8))
+    assert_array_equal(model.classes_, np.arange(4))
+    assert model.predict(X).dtype == np.int8
+    assert model.predict_proba(X).shape == (300, 4)
+    assert_allclose(np.log(model.predict_proba(X)), model.predict_log_proba(X), rtol=1e-10)
+    assert_array_equal(model.predict(X), model.decision_function(X) >= 0)
+    assert 0 <= model.score(X, Y) <= 1
