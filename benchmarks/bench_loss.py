@@ -15,7 +15,7 @@ import numpy as np
 from sklearn._loss.loss import HalfBinomialLoss
 
 import skbce
-from skbce._bce import max_threads
+from skbce._bce import bce_pass, max_threads
 
 EPS = 1e-15
 
@@ -41,11 +41,28 @@ def make_data(n_entries, seed=0):
     return y, p, z
 
 
+def bare_kernel(y, p, n_threads):
+    """``bce_pass`` alone on inputs known valid: the floor for the loss.
+
+    The arguments ``binary_cross_entropy`` passes for 0/1 float64 targets and
+    probabilities, minus the validation (``found``) and the Python layer.
+    """
+    y2, p2 = y.reshape(-1, 1), p.reshape(-1, 1)
+    empty, empty2 = np.empty(0), np.empty((0, 0))
+    eps = float(np.finfo(np.float64).eps)
+    return lambda: bce_pass(
+        y2, p2, empty, empty, empty, 1.0, False, eps, empty2, empty2, 1.0, n_threads, True
+    )
+
+
 def candidates_for(y, p, z, n_threads):
     half_binomial = HalfBinomialLoss()
     y32, p32 = y.astype(np.float32), p.astype(np.float32)
+    y8 = y.astype(np.int8)
     return {
         "memory pass (y + p).sum()": lambda: (y + p).sum(),
+        "bare kernel bce_pass float64": bare_kernel(y, p, n_threads),
+        "skbce loss float64, int8 targets": lambda: skbce.binary_cross_entropy(y8, p),
         "numpy formula": lambda: -np.mean(
             y * np.log(p + EPS) + (1 - y) * np.log(1 - p + EPS)
         ),
@@ -64,6 +81,8 @@ def check_agreement(y, p, z):
     """The timed calls compute the same numbers as the peers."""
     ours = skbce.binary_cross_entropy(y, p)
     numpy_value = -np.mean(y * np.log(p + EPS) + (1 - y) * np.log(1 - p + EPS))
+    assert ours == skbce.binary_cross_entropy(y.astype(np.int8), p)
+    assert abs(bare_kernel(y, p, max_threads())() / len(y) - ours) <= 1e-12 * ours
     loss, grad = skbce.bce_loss_and_gradient(y, z, from_logits=True)
     sk_loss, sk_grad = HalfBinomialLoss().loss_gradient(y, z)
     assert abs(ours - numpy_value) < 1e-9 * abs(numpy_value), (ours, numpy_value)
@@ -89,6 +108,15 @@ def report(best, n_entries, n_threads):
         ),
         ("float32 vs float64 loss (speed-up)", loss64 / best["skbce loss float32"], ">=", 1.6),
     ]
+    bare = best["bare kernel bce_pass float64"]
+    overheads = [
+        ("loss float64 / bare kernel (time ratio)", loss64 / bare),
+        ("loss float64 int8 targets / bare kernel (time ratio)",
+         best["skbce loss float64, int8 targets"] / bare),
+    ]
+    print()
+    for name, value in overheads:
+        print(f"{name:<52}  {value:6.2f}")
     print()
     goal_width = max(len(g[0]) for g in goals)
     all_pass = True

@@ -1,6 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: initializedcheck=False
-"""Value checks run before a loss kernel is entered.
+"""Value checks outside the loss pass.
+
+The loss pass validates its own inputs with integer bit tests (see
+``skbce/_bce.pyx``), so these checks run only where that is not enough: on the
+error path, to tell which argument holds the invalid value the pass found, and
+on targets before label smoothing (which could move an invalid target into
+[0, 1]).
 
 This module is compiled *without* ``-ffast-math``: it has to see NaN, which the
 fast-math kernels are allowed to assume away. One parallel pass per array,
@@ -27,23 +33,3 @@ def count_outside(const floating[::1] values, double low, double high, int n_thr
                 n_bad += 1
     return n_bad
 
-
-def count_soft_and_outside(const floating[::1] targets, int n_threads):
-    """Count targets strictly inside (0, 1) and targets not in [0, 1] (NaN counts).
-
-    One pass serving two purposes: the second count validates the targets, the
-    first tells the loss kernel whether every target is exactly 0 or 1, in
-    which case it needs one logarithm per entry instead of two.
-    """
-    cdef Py_ssize_t i
-    cdef Py_ssize_t n_soft = 0
-    cdef Py_ssize_t n_outside = 0
-    cdef floating t
-    with nogil:
-        for i in prange(targets.shape[0], schedule='static', num_threads=n_threads):
-            t = targets[i]
-            # Bitwise & on the comparisons keeps the loop branch-free (and
-            # vectorised); NaN fails both comparisons of the first test.
-            n_outside += not ((t >= 0) & (t <= 1))
-            n_soft += (t > 0) & (t < 1)
-    return n_soft, n_outside

@@ -16,12 +16,15 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions, valid
 from sklearn.utils.validation import _check_sample_weight
 
 from skbce._bce import bce_pass, max_threads
-from skbce._validation import count_outside, count_soft_and_outside
+from skbce._validation import count_outside
 
 __all__ = ["binary_cross_entropy", "bce_gradient", "bce_loss_and_gradient"]
 
 # Below this many entries a parallel region costs more than it saves.
 _MIN_ENTRIES_PER_THREAD = 20_000
+
+# Targets read to guess whether all targets are 0 or 1 (the one-log pass).
+_SOFT_GUESS_ENTRIES = 256
 
 _PARAMETER_CONSTRAINTS = {
     "y_true": ["array-like"],
@@ -119,7 +122,7 @@ def _raise_first_outside(array, name, low, high, what):
     bad = np.flatnonzero(~((flat >= low) & (flat <= high)))[0]
     index = np.unravel_index(bad, array.shape)
     index = int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
-    raise ValueError(f"{name} must {what}; found {flat[bad]!r} at index {index}.")
+    raise ValueError(f"{name} must {what}; found {flat[bad].item()!r} at index {index}.")
 
 
 def _check_label_vector(values, n_labels, name, dtype):
@@ -192,21 +195,30 @@ class _Problem:
 
         dtype = _compute_dtype(y_true, y_pred)
         self.dtype = dtype
+        # The values of y and prediction are validated by the kernel pass
+        # itself (see ``run`` and the design notes in skbce/_bce.pyx), not
+        # here: a separate pass over each array would cost as much as the loss.
         y = np.ascontiguousarray(y_true, dtype=dtype).reshape(y_true.shape[0], -1)
         prediction = np.ascontiguousarray(y_pred, dtype=dtype).reshape(y.shape)
-        n_soft, n_outside = count_soft_and_outside(y.reshape(-1), _n_threads(y.size))
-        if n_outside:
-            _raise_first_outside(y, "y_true", 0.0, 1.0, "lie in [0, 1]")
-        if from_logits:
-            big = float(np.finfo(dtype).max)
-            _check_range(prediction, "y_pred", -big, big, "be finite logits")
-        else:
-            _check_range(prediction, "y_pred", 0.0, 1.0, "be probabilities in [0, 1]")
         if label_smoothing > 0:
+            # Smoothing can move an invalid target into [0, 1], so these
+            # targets are checked before, in a pass of their own (smoothing
+            # costs a pass anyway).
+            _check_range(y.reshape(y_true.shape), "y_true", 0.0, 1.0, "lie in [0, 1]")
             # Keras convention: pull every target towards 1/2.
             y = y * dtype(1 - label_smoothing) + dtype(label_smoothing / 2)
-            n_soft = 1
-        self.hard_targets = n_soft == 0
+            self.hard_targets = False
+        elif y_true.dtype.kind in "biu":
+            # Integer targets in [0, 1] are 0 or 1; the kernel still checks
+            # that they are in [0, 1].
+            self.hard_targets = True
+        else:
+            # Unknown until the kernel has read every target: guess from the
+            # first few, so that soft targets usually take the two-log pass
+            # at once, and hard ones the one-log pass (``run`` re-runs it if
+            # the guess was wrong).
+            head = y.reshape(-1)[:_SOFT_GUESS_ENTRIES]
+            self.hard_targets = not np.any((head > 0) & (head < 1))
         self.y, self.prediction = y, prediction
         n_samples, n_labels = y.shape
 
@@ -252,12 +264,19 @@ class _Problem:
         self.eps = float(np.finfo(dtype).eps) if eps is None else float(eps)
 
     def run(self, *, want_elementwise, want_gradient, grad_scale, drop):
-        """One kernel pass; ``drop`` names a weight that cancels in the mean."""
+        """One checked kernel pass; ``drop`` names a weight that cancels in the mean.
+
+        The pass validates ``y`` and ``prediction`` as it reads them; on
+        invalid values it raises the ValueError of ``_raise_invalid``. With
+        ``hard_targets`` guessed true and a soft target found, the pass runs
+        once more on the two-log path.
+        """
         empty = np.empty(0, dtype=self.dtype)
         shape = self.y.shape
         loss_out = np.empty(shape if want_elementwise else (0, 0), dtype=self.dtype)
         grad_out = np.empty(shape if want_gradient else (0, 0), dtype=self.dtype)
-        total = bce_pass(
+        found = np.zeros(2, dtype=np.intp)
+        arguments = (
             self.y,
             self.prediction,
             empty if drop == "sample_weight" else self.sample_weight,
@@ -270,9 +289,34 @@ class _Problem:
             grad_out,
             grad_scale,
             _n_threads(self.y.size),
-            self.hard_targets,
         )
+        total = bce_pass(*arguments, self.hard_targets, found)
+        if found[0]:
+            self._raise_invalid()
+        if found[1] and self.hard_targets and not self.from_logits:
+            # Speculation failed: a target lies strictly inside (0, 1). Checked
+            # again although the values are known valid, so that a result
+            # always comes from the same (checked) loop, rounding included.
+            self.hard_targets = False
+            total = bce_pass(*arguments, False, found)
         return total, loss_out, grad_out
+
+    def _raise_invalid(self):
+        """The kernel found an invalid value: report the first one.
+
+        Indices are those of the targets' shape, (i,) for 1-D targets.
+        """
+        y = self.y.reshape(self.target_shape)
+        prediction = self.prediction.reshape(self.target_shape)
+        _check_range(y, "y_true", 0.0, 1.0, "lie in [0, 1]")
+        if self.from_logits:
+            big = float(np.finfo(self.dtype).max)
+            _check_range(prediction, "y_pred", -big, big, "be finite logits")
+        else:
+            _check_range(prediction, "y_pred", 0.0, 1.0, "be probabilities in [0, 1]")
+        # Unreachable: the kernel's bit tests and these comparisons accept
+        # exactly the same values.
+        raise RuntimeError("skbce: the loss kernel reported an invalid value not found again.")
 
     def gradient_like_pred(self, grad):
         """Lay out a (n_samples, n_labels) gradient the way y_pred came in."""

@@ -501,3 +501,191 @@ def test_threadpoolctl_limit_is_honoured():
     with threadpool_limits(limits=1, user_api="openmp"):
         assert max_threads() == 1
         assert binary_cross_entropy(y, p) == pytest.approx(default, rel=1e-13)
+
+
+# ---------------------------------------------------------------------------
+# Validation inside the kernel pass (bit tests) and hard-target speculation
+# ---------------------------------------------------------------------------
+
+# Odd sizes: more than one thread chunk (see test_large_shape_is_split), and
+# a vector-loop tail.
+LARGE_SHAPE = (20_011, 3)
+
+
+def test_large_shape_is_split_between_threads():
+    from skbce._bce import max_threads
+    from skbce.metrics import _n_threads
+
+    assert _n_threads(LARGE_SHAPE[0] * LARGE_SHAPE[1]) == min(2, max_threads())
+
+
+def _large_problem(dtype, soft, from_logits):
+    rng = np.random.default_rng(15)
+    y = rng.random(LARGE_SHAPE) if soft else (rng.random(LARGE_SHAPE) < 0.4) * 1.0
+    if from_logits:
+        p = rng.normal(scale=4, size=LARGE_SHAPE)
+    else:
+        p = rng.uniform(0.001, 0.999, size=LARGE_SHAPE)
+    return y.astype(dtype), p.astype(dtype)
+
+
+def _bad_values(dtype, argument, from_logits):
+    values = [np.nan, -np.nan, np.inf, -np.inf]
+    if argument == "y_true" or not from_logits:
+        # Just outside [0, 1], on both sides.
+        values += [np.nextafter(dtype(1), dtype(2)), -np.finfo(dtype).smallest_subnormal, 1.5]
+    return [dtype(v) for v in values]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("argument", ["y_true", "y_pred"])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize(
+    "position", [(0, 0), (LARGE_SHAPE[0] - 1, 2), (LARGE_SHAPE[0] // 2 + 1, 1)]
+)
+def test_invalid_value_anywhere_in_a_large_array_is_reported(
+    dtype, from_logits, argument, soft, position
+):
+    y, p = _large_problem(dtype, soft, from_logits)
+    what = "finite logits" if from_logits and argument == "y_pred" else r"\[0, 1\]"
+    for bad in _bad_values(dtype, argument, from_logits):
+        y_bad, p_bad = y.copy(), p.copy()
+        (y_bad if argument == "y_true" else p_bad)[position] = bad
+        match = rf"{argument} must .*{what}.*at index \({position[0]}, {position[1]}\)"
+        for function in (binary_cross_entropy, bce_loss_and_gradient):
+            with pytest.raises(ValueError, match=match):
+                function(y_bad, p_bad, from_logits=from_logits)
+        # The weighted (rows) loop checks too.
+        with pytest.raises(ValueError, match=match):
+            binary_cross_entropy(
+                y_bad, p_bad, from_logits=from_logits,
+                sample_weight=np.ones(LARGE_SHAPE[0]), pos_weight=[1.0, 2.0, 0.5],
+            )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_offender_is_reported_when_both_arguments_are_invalid(dtype):
+    y, p = _large_problem(dtype, False, False)
+    y[19_000, 1] = 2.0
+    p[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"y_true.*\(19000, 1\)"):
+        binary_cross_entropy(y, p)
+    y[19_000, 1] = 1.0
+    with pytest.raises(ValueError, match=r"y_pred.*nan.*\(5, 0\)"):
+        binary_cross_entropy(y, p)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_boundary_values_are_accepted(dtype, from_logits):
+    # -0.0 is a valid 0 for targets and probabilities (its bits are not those
+    # of +0.0); 1.0, subnormals and, for logits, the largest floats are valid.
+    y, p = _large_problem(dtype, False, from_logits)
+    tiny = np.finfo(dtype).smallest_subnormal
+    y[0, :] = [-0.0, 1.0, 0.0]
+    y[-1, :] = [1.0, -0.0, tiny]
+    if from_logits:
+        big = np.finfo(dtype).max
+        p[0, :] = [-0.0, big, -big]
+        p[-1, :] = [tiny, -tiny, 0.0]
+    else:
+        p[0, :] = [-0.0, 1.0, 0.0]
+        p[-1, :] = [tiny, -0.0, 1.0]
+    loss = binary_cross_entropy(y, p, from_logits=from_logits)
+    assert np.isfinite(loss)
+    # -0.0 behaves as +0.0.
+    same = binary_cross_entropy(y + dtype(0), p + dtype(0), from_logits=from_logits)
+    assert loss == same
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int64])
+def test_integer_targets_outside_zero_one_are_reported(dtype):
+    y = np.ones(LARGE_SHAPE, dtype=dtype)
+    p = np.full(LARGE_SHAPE, 0.5)
+    y[-1, 2] = 2
+    with pytest.raises(ValueError, match=r"y_true.*2\.0.*\(20010, 2\)"):
+        binary_cross_entropy(y, p)
+    if np.issubdtype(dtype, np.signedinteger):
+        y[-1, 2] = -1
+        with pytest.raises(ValueError, match=r"y_true.*-1\.0.*\(20010, 2\)"):
+            binary_cross_entropy(y, p)
+    y[-1, 2] = 0
+    y_bool = y.astype(bool)
+    assert binary_cross_entropy(y, p) == binary_cross_entropy(y_bool, p)
+    assert binary_cross_entropy(y, p) == binary_cross_entropy(y.astype(np.float64), p)
+
+
+def test_label_smoothing_does_not_hide_an_invalid_target():
+    # With label_smoothing=1 every target becomes 0.5: -0.5 must be caught
+    # before smoothing.
+    y = np.array([1.0, -0.5, 0.0])
+    with pytest.raises(ValueError, match=r"y_true.*-0\.5.*index 1"):
+        binary_cross_entropy(y, [0.5, 0.5, 0.5], label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("first_soft", [0, 255, 256, 5_000, LARGE_SHAPE[0] * 3 - 1])
+def test_speculation_gives_the_two_log_result(dtype, first_soft):
+    # Hard targets with soft ones from entry ``first_soft`` on: whether the
+    # first guess (from the leading targets) is right or not, the result is
+    # the two-log pass, bit for bit.
+    from skbce._bce import bce_pass
+
+    y, p = _large_problem(dtype, False, False)
+    flat = y.reshape(-1)
+    rng = np.random.default_rng(16)
+    soft_at = np.arange(first_soft, flat.size, 7)
+    flat[soft_at] = rng.uniform(0.01, 0.99, size=soft_at.size)
+    empty, empty2 = np.empty(0, dtype), np.empty((0, 0), dtype)
+    eps = float(np.finfo(dtype).eps)
+    found = np.zeros(2, dtype=np.intp)
+    arguments = (y, p, empty, empty, empty, 1.0, False, eps, empty2, empty2, 1.0, 2)
+    two_log = bce_pass(*arguments, False, found)
+    one_log = bce_pass(*arguments, True, found)
+    assert list(found) == [0, 1]
+    assert one_log != two_log  # the one-log pass is wrong for soft targets
+    assert binary_cross_entropy(y, p, reduction="sum") == two_log
+    elementwise, grad = bce_loss_and_gradient(y, p, reduction="none")
+    assert_allclose(
+        elementwise, reference_bce(y, p, reduction="none", eps=eps),
+        rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-6,
+    )
+    assert_allclose(grad, bce_gradient(y, p, reduction="none"), rtol=0)
+
+
+def test_all_hard_targets_take_the_one_log_pass():
+    from skbce._bce import bce_pass
+
+    y, p = _large_problem(np.float64, False, False)
+    empty, empty2 = np.empty(0), np.empty((0, 0))
+    eps = float(np.finfo(np.float64).eps)
+    found = np.ones(2, dtype=np.intp)
+    one_log = bce_pass(
+        y, p, empty, empty, empty, 1.0, False, eps, empty2, empty2, 1.0, 2, True, found
+    )
+    assert list(found) == [0, 0]
+    assert binary_cross_entropy(y, p, reduction="sum") == one_log
+
+
+def test_bce_pass_found_flags_and_positional_compatibility():
+    from skbce._bce import bce_pass
+
+    y = np.array([[1.0, 0.0], [0.5, 1.0]])
+    p = np.array([[0.9, 0.2], [0.3, 0.6]])
+    empty, empty2 = np.empty(0), np.empty((0, 0))
+    plain = bce_pass(y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1)
+    assert isinstance(plain, float)
+    found = np.full(2, -1, dtype=np.intp)
+    checked = bce_pass(
+        y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1, False, found
+    )
+    assert checked == plain and list(found) == [0, 1]
+    p[1, 1] = np.nan
+    bce_pass(y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1, True, found)
+    assert found[0] == 1
+    bce_pass(y, p, empty, empty, empty, 1.0, True, 0.0, empty2, empty2, 1.0, 1, found=found)
+    assert list(found) == [1, 0]
+    with pytest.raises(ValueError, match="found"):
+        bce_pass(y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1,
+                 found=np.zeros(3, dtype=np.intp))
