@@ -13,26 +13,35 @@ in both.
 The labels share nothing but the data, and the solvers exploit it: the
 coefficients of all labels are held as the columns of one ``(n_features,
 n_active)`` matrix, so that a forward pass is the single product ``X @ W`` and
-a backward pass ``X.T @ G`` (BLAS or scipy.sparse), and the fused Cython
-kernel :func:`skbce._bce.bce_pass` computes loss and gradient with respect
-to the logits of all labels in one sweep. Each label has its own step size,
-momentum or curvature and its own convergence test; a label that has
-converged leaves the active set and stops costing work.
+a backward pass ``X.T @ G`` (BLAS for dense ``X``, the OpenMP kernels of
+:mod:`skbce._linear_kernels` for sparse ``X``), and one fused kernel pass
+(:func:`skbce._linear_kernels.logistic_derivatives`, the arithmetic of
+:func:`skbce._bce.bce_pass` plus per-label sums and curvature) gives the loss
+of each label and the gradient and curvature with respect to the logits. SGD
+uses :func:`skbce._bce.bce_pass` on its mini-batches. Each label has its own
+step size, momentum or curvature and its own convergence test; a label that
+has converged leaves the active set and stops costing work.
+
+Memory: the solvers hold about ten ``(n_samples, n_active)`` arrays; when
+that exceeds a budget the labels are solved block by block
+(:func:`solve_in_blocks`).
 
 The solvers are plain functions on a :class:`LinearBCE` problem and return a
 :class:`SolverResult`; the estimator validates inputs once, beforehand.
 """
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, sparse
-from scipy.special import expit
+from scipy.linalg import blas
 from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._bce import bce_pass
+from skbce._linear_kernels import csr_matmul, logistic_derivatives
 
 __all__ = [
     "LinearBCE",
@@ -88,17 +97,18 @@ class LinearBCE:
     """
 
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,
-                 n_threads=1):
+                 n_threads=1, label_smoothing=0.0):
         self.X = X
         self.XT = X.T
-        self.dtype = Y.dtype
-        self.Y_all = Y
+        self.dtype = np.dtype(X.dtype)
+        self.Y_all = Y  # any numeric dtype; columns are converted when used
+        self.label_smoothing = float(label_smoothing)
         self.n_samples, self.n_features = X.shape
         self.n_labels = Y.shape[1]
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             total = sample_weight.sum()
-            if np.allclose(sample_weight, sample_weight[0]):
+            if np.all(sample_weight == sample_weight[0]):
                 sample_weight = None
             else:
                 sample_weight = np.ascontiguousarray(sample_weight / total, dtype=self.dtype)
@@ -118,83 +128,204 @@ class LinearBCE:
         self.n_threads = int(n_threads)
         self._empty = np.empty(0, dtype=self.dtype)
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
+        self._setup_products()
+        self._low = None
+        self._gram = None
         self.set_active(np.arange(self.n_labels))
+
+    def targets(self, rows=None, labels=None):
+        """Targets of ``rows`` x ``labels`` (None: all) as a C-ordered float block."""
+        Y = self.Y_all
+        if rows is not None:
+            Y = Y[rows]
+        if labels is not None and len(labels) != self.n_labels:
+            Y = Y[:, labels]
+        Y = np.ascontiguousarray(Y, dtype=self.dtype)
+        if self.label_smoothing > 0:
+            if Y is self.Y_all:
+                Y = Y.copy()
+            Y *= self.dtype.type(1 - self.label_smoothing)
+            Y += self.dtype.type(self.label_smoothing / 2)
+        return Y
+
+    def subproblem(self, labels):
+        """The same problem restricted to the labels ``labels``."""
+        sub = copy.copy(self)
+        labels = np.asarray(labels)
+        sub.Y_all = self.Y_all[:, labels]
+        sub.n_labels = len(labels)
+        sub.pw_all = None if self.pw_all is None else self.pw_all[labels].copy()
+        sub.set_active(np.arange(sub.n_labels))
+        return sub
+
+    def gram_eig(self):
+        """Eigendecomposition of ``A.T S A``, ``A = [X, 1]``, for a small dense X.
+
+        None when ``X`` is sparse or has more than ``GRAM_MAX_FEATURES``
+        features. Computed once and cached.
+        """
+        if sparse.issparse(self.X) or self.n_features > GRAM_MAX_FEATURES:
+            return None
+        if getattr(self, "_gram", None) is None:
+            d = self.n_features
+            gram = np.zeros((d + 1, d + 1))
+            step = max(1, 2**16 // max(d, 1))  # rows per block: bounded temporaries
+            for start in range(0, self.n_samples, step):
+                Xb = np.asarray(self.X[start:start + step], dtype=np.float64)
+                if self.sw is None:
+                    # Symmetric rank-k update: half the work of a product.
+                    gram[:d, :d] += _syrk(Xb) / self.n_samples
+                    gram[:d, d] += Xb.sum(axis=0) / self.n_samples
+                    gram[d, d] += len(Xb) / self.n_samples
+                    continue
+                sw = self.sw[start:start + step].astype(np.float64)
+                weighted = Xb * sw[:, None]
+                gram[:d, :d] += Xb.T @ weighted
+                gram[:d, d] += weighted.sum(axis=0)
+                gram[d, d] += sw.sum()
+            gram[d, :d] = gram[:d, d]
+            if not self.fit_intercept:
+                gram = gram[:d, :d]
+            lam, V = np.linalg.eigh(gram)
+            self._gram = (np.maximum(lam, 0.0), V)
+        return self._gram
+
+    def product_size(self):
+        """Multiply-adds of ``X @ w`` for one label."""
+        if sparse.issparse(self.X):
+            return int(self.X.nnz)
+        return self.n_samples * self.n_features
+
+    def low_precision(self):
+        """This problem's linear algebra in float32, for inexact Newton steps.
+
+        Conjugate gradient only needs its directions to a relative accuracy
+        of ``min(0.5, sqrt(|g|))``, far above float32 rounding; its matrix
+        products then move half the bytes and use twice the SIMD lanes. The
+        float32 copy of ``X`` is made once per fit.
+        """
+        if self.dtype == np.float32:
+            return self
+        if getattr(self, "_low", None) is None:
+            low = copy.copy(self)
+            X = self.X
+            low.X = X.astype(np.float32)
+            low.XT = low.X.T
+            low.dtype = np.dtype(np.float32)
+            low.Y_all = low.Y = low.pw_all = low.pw = low.sw = None
+            low._empty = np.empty(0, dtype=np.float32)
+            low._empty2 = np.empty((0, 0), dtype=np.float32)
+            low._setup_products()
+            self._low = low
+        return self._low
 
     # -- active set ---------------------------------------------------------
 
     def set_active(self, labels):
         """Restrict the computations to the labels ``labels`` (indices)."""
         self.active = np.asarray(labels)
+        self.Y = None  # release before converting the new block
+        self.Y = self.targets(labels=self.active)
         if len(self.active) == self.n_labels:
-            self.Y = self.Y_all
             self.pw = self.pw_all
         else:
-            self.Y = np.ascontiguousarray(self.Y_all[:, self.active])
             self.pw = None if self.pw_all is None else self.pw_all[self.active].copy()
-        pw = self.pw_scalar if self.pw is None else self.pw[None, :]
-        # Curvature factor of each entry: the second derivative of the loss
-        # with respect to the logit is (pw * y + 1 - y) * p * (1 - p).
-        if self.pw is None and self.pw_scalar == 1.0:
-            self._curv_factor = None
-        else:
-            self._curv_factor = self.Y * (pw - 1) + 1
-        if self.sw is not None:
-            base = self.sw[:, None] if self._curv_factor is None else (
-                self.sw[:, None] * self._curv_factor)
-        else:
-            scale = self.dtype.type(1.0 / self.n_samples)
-            base = scale if self._curv_factor is None else self._curv_factor * scale
-        self._hess_base = base
 
     # -- model pieces -------------------------------------------------------
 
+    def _setup_products(self):
+        """How ``X @ W`` and ``X.T @ G`` are computed, chosen once.
+
+        A sparse ``X`` is kept in both orientations (CSR of ``X`` and of
+        ``X.T``), so that both products are row-parallel gathers: no two
+        threads ever write to the same cache line.
+        """
+        X = self.X
+        self._csr = None
+        if sparse.issparse(X):
+            def arrays(M):
+                index = np.result_type(M.indptr.dtype, M.indices.dtype)
+                return (M.indptr.astype(index, copy=False),
+                        M.indices.astype(index, copy=False),
+                        np.ascontiguousarray(M.data, dtype=self.dtype))
+            rows = X.tocsr()
+            cols = X.T.tocsr()  # the CSR matrix of X.T
+            self._csr = (arrays(rows), arrays(cols))
+            self._product_threads = self.n_threads if X.nnz >= 20_000 else 1
+
+    def _sparse_product(self, forward, M, square=False):
+        rows, cols = self._csr
+        M = np.ascontiguousarray(M, dtype=self.dtype)
+        k = M.shape[1]
+        if forward:
+            out = np.empty((self.n_samples, k), dtype=self.dtype)
+            csr_matmul(*rows, M, out, square, self._product_threads)
+        else:
+            out = np.empty((self.n_features, k), dtype=self.dtype)
+            csr_matmul(*cols, M, out, square, self._product_threads)
+        return out
+
     def linear(self, W, b):
         """Logits ``X @ W + b`` of shape (n_samples, n_active), C-contiguous."""
-        Z = safe_sparse_dot(self.X, W, dense_output=True)
-        Z = np.ascontiguousarray(Z, dtype=self.dtype)
+        if self._csr is not None:
+            Z = self._sparse_product(True, W)
+        else:
+            Z = np.ascontiguousarray(self.X @ W, dtype=self.dtype)
         if self.fit_intercept:
             Z += b
         return Z
 
     def direction(self, V, vb):
-        """``X @ V + vb``: a linear map without copying for C order."""
+        """``X @ V + vb``: the logits of a direction."""
         return self.linear(V, vb)
 
     def backward(self, G):
         """``X.T @ G`` of shape (n_features, n_active)."""
-        return np.asarray(safe_sparse_dot(self.XT, G, dense_output=True))
+        if self._csr is not None:
+            return self._sparse_product(False, G)
+        return self.XT @ G
 
-    def loss_grad_logits(self, Z, want_grad=True):
-        """Per-label mean loss (n_active,) and its gradient wrt ``Z``.
+    def squared_backward(self, D):
+        """``(X * X).T @ D``: the Hessian diagonals, for preconditioning."""
+        if self._csr is not None:
+            return self._sparse_product(False, D, square=True)
+        out = np.zeros((self.n_features, D.shape[1]), dtype=self.dtype)
+        step = max(1, 2**20 // max(1, self.n_features))  # bound the temporary
+        for start in range(0, self.n_samples, step):
+            block = self.X[start:start + step]
+            out += (block * block).T @ D[start:start + step]
+        return out
 
-        The gradient ``G`` already carries the normalised sample weights, so
-        ``X.T @ G`` is the gradient of the data term.
+    def loss_grad_logits(self, Z, want_grad=True, want_hess=False, out=None, cols=None):
+        """Per-label mean loss (n_active,), and its derivatives wrt ``Z``.
+
+        The gradient ``G`` and curvature ``H`` carry the normalised sample
+        weights, so ``X.T @ G`` is the gradient of the data term and
+        ``X.T @ (H * (X @ V))`` its Hessian applied to ``V``. ``out`` may
+        give the (G, H) arrays to fill; ``cols`` restricts the computation
+        to those of the active labels (``Z`` then holds those columns).
         """
-        n = self.n_samples
-        loss_out = np.empty(Z.shape, dtype=self.dtype)
-        grad_out = np.empty(Z.shape, dtype=self.dtype) if want_grad else self._empty2
-        if self.sw is None and self.pw is None:
-            bce_pass(self.Y, Z, self._empty, self._empty, self._empty, self.pw_scalar,
-                     True, 0.0, loss_out, grad_out, 1.0 / n, self.n_threads)
-            loss = loss_out.sum(axis=0, dtype=np.float64) / n
+        loss = np.empty(Z.shape[1])
+        if out is not None:
+            G, H = out
         else:
-            sw = self._empty if self.sw is None else self.sw
-            pw = self._empty if self.pw is None else self.pw
-            scale = 1.0 / n if self.sw is None else 1.0
-            bce_pass(self.Y, Z, sw, self._empty, pw, self.pw_scalar,
-                     True, 0.0, loss_out, grad_out, scale, self.n_threads)
-            loss = loss_out.sum(axis=0, dtype=np.float64) * scale
-        return loss, (grad_out if want_grad else None)
+            G = np.empty(Z.shape, dtype=self.dtype) if want_grad else self._empty2
+            H = np.empty(Z.shape, dtype=self.dtype) if want_hess else self._empty2
+        sw = self._empty if self.sw is None else self.sw
+        pw = self._empty if self.pw is None else self.pw
+        Y = self.Y
+        if cols is not None:
+            Y = np.ascontiguousarray(Y[:, cols])
+            pw = pw if self.pw is None else np.ascontiguousarray(pw[cols])
+        scale = 1.0 / self.n_samples if self.sw is None else 1.0
+        threads = self.n_threads if Z.size >= 20_000 else 1
+        logistic_derivatives(Y, Z, sw, pw, self.pw_scalar, scale, loss, G, H, threads)
+        if want_hess:
+            return loss, G, H
+        return loss, (G if want_grad else None)
 
     def loss(self, Z):
         return self.loss_grad_logits(Z, want_grad=False)[0]
-
-    def hessian_weights(self, Z):
-        """Weight of each entry in the Gauss-Newton/Hessian product."""
-        P = expit(Z)
-        P *= 1 - P
-        P *= self._hess_base
-        return P
 
     def penalty(self, W, smooth_only=False):
         value = 0.5 * self.alpha * np.einsum("ij,ij->j", W, W, dtype=np.float64)
@@ -235,6 +366,13 @@ class LinearBCE:
         pw_max = max(self.pw_scalar, 1.0) if self.pw_all is None else max(
             float(self.pw_all.max()), 1.0)
         return 0.25 * pw_max * lam * 1.05 + self.alpha
+
+
+def _syrk(X):
+    """``X.T @ X`` for a float64 array, by BLAS ``dsyrk`` (one triangle)."""
+    # X.T of a C-ordered X is Fortran-ordered: no copy.
+    upper = blas.dsyrk(1.0, np.ascontiguousarray(X).T, trans=0)
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _soft_threshold(W, threshold):
@@ -321,29 +459,132 @@ class _Labels:
         )
 
 
+PRECONDITIONER_MIX = 0.01
+FORCING_MAX, FORCING_POWER = 0.5, 0.5
+MIXED_PRECISION_CG = True
+GRAM_MAX_FEATURES = 512  # dense X: precondition CG with the data's Gram matrix
+MIXED_PRECISION_MIN_WORK = 10_000_000  # multiply-adds of one product
+
+
+def _pcg(problem, D, gW, gb, cg_tol, max_cg):
+    """Batched preconditioned conjugate gradient for ``H_j p_j = -g_j``.
+
+    ``D`` (n_samples, n_active) holds the curvature weights: ``H_j v = X.T @
+    (D_j * (X @ v)) + alpha v`` (plus the intercept row). The preconditioner
+    is the Hessian's diagonal. A label leaves the iteration once its
+    residual is below ``cg_tol[j]`` (or its curvature is not positive), and
+    the remaining labels' arrays are compacted, so that each product costs
+    only the labels still iterating.
+    """
+    dtype = problem.dtype
+    alpha = problem.alpha
+    fit_b = problem.fit_intercept
+    k = gW.shape[1]
+    PW = np.zeros_like(gW)
+    Pb = np.zeros_like(gb)
+    gram = problem.gram_eig()
+    if gram is not None:
+        # H_j ~ c_j * A.T S A + alpha I with A = [X, 1] and c_j the mean
+        # curvature of label j: one eigendecomposition serves every label
+        # and every Newton iteration.
+        lam, V = gram
+        curv_scale = D.sum(axis=0).astype(np.float64)
+        ridge = alpha if alpha > 0 else 1e-10 * max(float(lam[-1]), 1e-300)
+
+        def precondition(RW, Rb, idx):
+            R = np.vstack([RW, Rb[None, :]]) if fit_b else RW
+            T = V.T @ R
+            T /= curv_scale[idx] * lam[:, None] + ridge
+            out = (V @ T).astype(dtype, copy=False)
+            if fit_b:
+                return np.ascontiguousarray(out[:-1]), out[-1].copy()
+            return out, np.zeros(len(idx), dtype)
+    else:
+        mix = PRECONDITIONER_MIX
+        diag_W = problem.squared_backward(D)
+        diag_W += alpha
+        diag_W = mix * diag_W + (1 - mix)
+        MW_all = (1.0 / diag_W).astype(dtype)
+        diag_b = mix * D.sum(axis=0) + (1 - mix)
+        Mb_all = (1.0 / diag_b).astype(dtype) if fit_b else np.zeros(k, dtype)
+
+        def precondition(RW, Rb, idx):
+            if len(idx) == k:
+                return MW_all * RW, Mb_all * Rb
+            return MW_all[:, idx] * RW, Mb_all[idx] * Rb
+
+    RW, Rb = -gW, -gb
+    idx = np.arange(k)
+    ZW, Zb = precondition(RW, Rb, idx)
+    DW, Db = ZW.copy(), Zb.copy()
+    rz = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
+    Dsub = D
+    n_products = 0
+    for _ in range(max_cg):
+        U = problem.direction(DW, Db)
+        U *= Dsub
+        HW = problem.backward(U)
+        if alpha > 0:
+            HW += alpha * DW
+        Hb = U.sum(axis=0) if fit_b else np.zeros_like(Db)
+        n_products += DW.shape[1]
+        curv = np.einsum("ij,ij->j", DW, HW) + Db * Hb
+        positive = curv > 0
+        step = np.where(positive, rz / np.where(positive, curv, 1), 0).astype(dtype)
+        PW[:, idx] += step * DW
+        Pb[idx] += step * Db
+        RW -= step * HW
+        Rb -= step * Hb
+        rnorm = np.sqrt(np.einsum("ij,ij->j", RW, RW) + Rb * Rb)
+        done = (rnorm <= cg_tol[idx]) | ~positive
+        if done.all():
+            break
+        if done.any():
+            keep = ~done
+            idx = idx[keep]
+            RW, Rb, DW, Db = RW[:, keep], Rb[keep], DW[:, keep], Db[keep]
+            rz = rz[keep]
+            Dsub = np.ascontiguousarray(D[:, idx])
+        ZW, Zb = precondition(RW, Rb, idx)
+        rz_new = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
+        beta = (rz_new / np.where(rz > 0, rz, 1)).astype(dtype)
+        DW = ZW + beta * DW
+        Db = Zb + beta * Db
+        rz = rz_new
+    return PW, Pb, n_products
+
+
 def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None):
-    """Batched truncated Newton (Newton-CG) with per-label Armijo line search.
+    """Batched truncated Newton (Newton-CG) with per-label line search.
 
     L2 penalty only (``problem.beta == 0``). Each outer iteration solves
-    ``H_j p_j = -g_j`` inexactly by conjugate gradient for every active label
-    at once -- a Hessian-vector product of all labels is the two matrix
-    products ``X.T @ (D * (X @ V))`` -- then backtracks each label's step
-    until it decreases that label's objective enough. A label stops once
-    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``.
+    ``H_j p_j = -g_j`` inexactly, by conjugate gradient preconditioned with
+    the Hessian's diagonal, for every active label at once -- a
+    Hessian-vector product of all labels is the two matrix products ``X.T
+    @ (D * (X @ V))`` -- with the forcing term ``min(0.5, sqrt(|g_j|))``,
+    then backtracks each label's step until that label's objective has
+    decreased enough (Armijo). The loss, gradient and curvature at a trial
+    point come from one fused pass, so an accepted full step costs nothing
+    more. A label stops once ``max |g_j| <= tol``, the criterion of
+    scikit-learn's ``newton-cg``, and leaves the active set.
     """
     if problem.beta > 0:
         raise ValueError("newton_cg supports an L2 penalty only (l1_ratio=0).")
     labels = _Labels(problem, W0, b0)
     progress = _Progress("newton-cg", verbose)
     dtype = problem.dtype
-    n_features = problem.n_features
     if max_cg is None:
-        max_cg = max(20, min(200, n_features + 1))
+        max_cg = max(20, min(200, problem.n_features + 1))
     fit_b = problem.fit_intercept
+    # Float32 conjugate gradient pays off on large products only; small
+    # problems keep float64 throughout (and bit-for-bit reproducibility
+    # between equivalent weightings of the data).
+    use_low = (MIXED_PRECISION_CG and dtype == np.float64
+               and problem.product_size() * problem.n_labels >= MIXED_PRECISION_MIN_WORK)
     W = labels.W_all.copy()
     b = labels.b_all.copy()
     Z = problem.linear(W, b)
-    loss, G = problem.loss_grad_logits(Z)
+    loss, G, D = problem.loss_grad_logits(Z, want_hess=True)
     f = loss + problem.penalty(W)
     curve = []
     it = 0
@@ -355,45 +596,23 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             labels.converged[labels.active[done]] = True
             keep = ~done
             labels.retire(keep, W, b, f, it - 1)
-            W, b, Z, f, gW, gb, gmax = (W[:, keep], b[keep], np.ascontiguousarray(Z[:, keep]),
-                                        f[keep], gW[:, keep], gb[keep], gmax[keep])
             if not keep.any():
                 it -= 1
                 break
-        # --- inexact Newton direction by batched conjugate gradient ---------
-        D = problem.hessian_weights(Z)
+            W, b, f, gW, gb, gmax = W[:, keep], b[keep], f[keep], gW[:, keep], gb[keep], \
+                gmax[keep]
+            Z, G, D = (np.ascontiguousarray(A[:, keep]) for A in (Z, G, D))
+        # --- inexact Newton direction ----------------------------------------
         gnorm = np.sqrt(np.einsum("ij,ij->j", gW, gW) + gb * gb)
-        cg_tol = np.minimum(0.5, np.sqrt(gnorm)) * gnorm
-        PW = np.zeros_like(W)
-        Pb = np.zeros_like(b)
-        RW, Rb = -gW, -gb.copy()
-        DW, Db = RW.copy(), Rb.copy()
-        rs = gnorm ** 2
-        cg_done = np.zeros(len(b), dtype=bool)
-        for _ in range(max_cg):
-            U = problem.direction(DW, Db)
-            U *= D
-            HW = problem.backward(U)
-            HW += problem.alpha * DW
-            Hb = U.sum(axis=0) if fit_b else np.zeros_like(Db)
-            curv = np.einsum("ij,ij->j", DW, HW) + Db * Hb
-            good = (~cg_done) & (curv > 0)
-            step = np.where(good, rs / np.where(curv > 0, curv, 1), 0).astype(dtype)
-            cg_done |= curv <= 0
-            PW += step * DW
-            Pb += step * Db
-            RW -= step * HW
-            Rb -= step * Hb
-            rs_new = np.einsum("ij,ij->j", RW, RW) + Rb * Rb
-            cg_done |= np.sqrt(rs_new) <= cg_tol
-            if cg_done.all():
-                break
-            beta = np.where(cg_done, 0, rs_new / np.where(rs > 0, rs, 1)).astype(dtype)
-            DW = RW + beta * DW
-            Db = Rb + beta * Db
-            DW[:, cg_done] = 0
-            Db[cg_done] = 0
-            rs = rs_new
+        cg_tol = np.minimum(FORCING_MAX, gnorm ** FORCING_POWER) * gnorm
+        if use_low:
+            low = problem.low_precision()
+            f32 = np.float32
+            PW, Pb, _ = _pcg(low, D.astype(f32), gW.astype(f32), gb.astype(f32),
+                             cg_tol, max_cg)
+            PW, Pb = PW.astype(dtype), Pb.astype(dtype)
+        else:
+            PW, Pb, _ = _pcg(problem, D, gW, gb, cg_tol, max_cg)
         # A label whose CG made no progress falls back to steepest descent.
         no_step = ~np.any(PW != 0, axis=0) & (Pb == 0)
         if no_step.any():
@@ -401,45 +620,53 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             Pb[no_step] = -gb[no_step]
         # --- per-label backtracking line search -----------------------------
         slope = np.einsum("ij,ij->j", gW, PW) + gb * Pb
-        XP = problem.direction(PW, Pb)
+        XP = problem.direction(PW, Pb) if fit_b else problem.direction(PW, 0)
+        # The first trial (the full step, nearly always accepted) writes the
+        # derivatives straight into G and D; the labels it rejects are
+        # retried on their own columns.
         t = np.ones(len(b))
-        accepted = np.zeros(len(b), dtype=bool)
-        Z_new = Z.copy()
-        f_new = f.copy()
-        G_new = G.copy() if G.shape == Z.shape else np.empty_like(Z)
+        Zt = Z + XP
+        lt, G, D = problem.loss_grad_logits(Zt, want_hess=True, out=(G, D))
+        ft = lt + problem.penalty(W + PW)
+        accepted = ft <= f + 1e-4 * slope + 1e-12 * np.abs(f)
+        f_new = np.where(accepted, ft, f)
+        if accepted.all():
+            Z = Zt
+        else:
+            Z[:, accepted] = Zt[:, accepted]
+        del Zt
+        pending = np.flatnonzero(~accepted)
         for _ in range(40):
-            trial = ~accepted
-            tt = t.astype(dtype)
-            Zt = Z + tt * XP
-            Wt = W + tt * PW
-            lt, Gt = problem.loss_grad_logits(Zt)
-            ft = lt + problem.penalty(Wt)
-            ok = trial & (ft <= f + 1e-4 * t * slope + 1e-12 * np.abs(f))
-            if ok.any():
-                Z_new[:, ok] = Zt[:, ok]
-                G_new[:, ok] = Gt[:, ok]
-                f_new[ok] = ft[ok]
-                accepted |= ok
-            if accepted.all():
+            if not len(pending):
                 break
-            t = np.where(accepted, t, 0.5 * t)
+            t[pending] *= 0.5
+            tp = t[pending].astype(dtype)
+            Zp = np.ascontiguousarray(Z[:, pending] + tp * XP[:, pending])
+            lp, Gp, Dp = problem.loss_grad_logits(Zp, want_hess=True, cols=pending)
+            fp = lp + problem.penalty(W[:, pending] + tp * PW[:, pending])
+            ok = fp <= f[pending] + 1e-4 * t[pending] * slope[pending] \
+                + 1e-12 * np.abs(f[pending])
+            if ok.any():
+                cols = pending[ok]
+                Z[:, cols], G[:, cols], D[:, cols] = Zp[:, ok], Gp[:, ok], Dp[:, ok]
+                f_new[cols] = fp[ok]
+                accepted[cols] = True
+            pending = pending[~ok]
+        del XP
         stuck = ~accepted
         t = np.where(stuck, 0.0, t).astype(dtype)
-        if stuck.any():
-            # No decrease found: the label is at the optimum to machine
-            # precision. Keep it where it is and stop it.
-            Z_new[:, stuck] = Z[:, stuck]
-            G_new[:, stuck] = G[:, stuck]
         W = W + t * PW
         if fit_b:
             b = b + t * Pb
-        Z, G, f = Z_new, G_new, f_new
+        f = f_new
         if stuck.any():
+            # No decrease found: the label is at its optimum to machine
+            # precision. Keep it where it is and stop it.
             labels.converged[labels.active[stuck]] = True
             keep = ~stuck
             labels.retire(keep, W, b, f, it)
-            W, b, Z, G, f = W[:, keep], b[keep], np.ascontiguousarray(Z[:, keep]), \
-                np.ascontiguousarray(G[:, keep]), f[keep]
+            W, b, f = W[:, keep], b[keep], f[keep]
+            Z, G, D = (np.ascontiguousarray(A[:, keep]) for A in (Z, G, D))
         curve.append(labels.curve_value(f))
         progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0, len(labels.active))
         if len(labels.active) == 0:
@@ -484,6 +711,7 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     k = len(b)
     L = np.full(k, L0 * 0.5)
     momentum_t = np.ones(k)
+    had_momentum = np.zeros(k, dtype=bool)
     Wy, by, Zy = W.copy(), b.copy(), Zx.copy()
     curve = []
     it = 0
@@ -531,15 +759,19 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         # Momentum with function-value restart, kept monotone: a label whose
         # objective went up keeps its previous point and restarts from it
         # with a plain proximal gradient step.
-        restart = f_new > f
-        if restart.any():
-            W_new[:, restart] = W[:, restart]
-            b_new[restart] = b[restart]
-            Z_new[:, restart] = Zx[:, restart]
-            f_new[restart] = f[restart]
+        # (A step taken without momentum is a proximal gradient step, which
+        # cannot go up but by rounding: it is always kept.)
+        restart = f_new > f + 1e-15 * np.abs(f)
+        reject = restart & had_momentum
+        if reject.any():
+            W_new[:, reject] = W[:, reject]
+            b_new[reject] = b[reject]
+            Z_new[:, reject] = Zx[:, reject]
+            f_new[reject] = f[reject]
         t_next = 0.5 * (1 + np.sqrt(1 + 4 * momentum_t ** 2))
         mom = np.where(restart, 0.0, (momentum_t - 1) / t_next).astype(dtype)
         momentum_t = np.where(restart, 1.0, t_next)
+        had_momentum = mom != 0
         Wy = W_new + mom * (W_new - W)
         by = b_new + mom * (b_new - b) if fit_b else b_new
         Zy = Z_new + mom * (Z_new - Zx)
@@ -555,6 +787,7 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
             if not keep.any():
                 break
             W, b, f, L, momentum_t = W[:, keep], b[keep], f[keep], L[keep], momentum_t[keep]
+            had_momentum = had_momentum[keep]
             Wy, by = Wy[:, keep], by[keep]
             Zx = np.ascontiguousarray(Zx[:, keep])
             Zy = np.ascontiguousarray(Zy[:, keep])
@@ -681,7 +914,7 @@ def sgd_epoch(problem, W, b, state, *, batch_size, learning_rate, rng, decay_eve
     far less noisy than the last iterate, and lags it by half a pass only.
     """
     n = problem.n_samples
-    X, Y = problem.X, problem.Y_all
+    X = problem.X
     dtype = problem.dtype
     order = rng.permutation(n)
     state.n_avg = 0  # average the iterates of this pass only
@@ -690,7 +923,7 @@ def sgd_epoch(problem, W, b, state, *, batch_size, learning_rate, rng, decay_eve
     for start in range(0, n, batch_size):
         rows = np.sort(order[start:start + batch_size])
         Xb = X[rows]
-        Yb = np.ascontiguousarray(Y[rows])
+        Yb = problem.targets(rows=rows)
         Zb = np.ascontiguousarray(safe_sparse_dot(Xb, W, dense_output=True), dtype=dtype)
         if fit_b:
             Zb += b
@@ -780,3 +1013,48 @@ def sgd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0, batch_size=256,
 
 
 SOLVERS = {"gd": gradient_descent, "lbfgs": lbfgs, "newton-cg": newton_cg}
+
+
+def label_block_size(problem, budget_bytes):
+    """Labels per block so that the solvers' working arrays fit ``budget_bytes``.
+
+    The solvers hold about ten (n_samples, n_labels) arrays at once; labels
+    are independent problems, so solving them block by block bounds the
+    memory at the cost of smaller (less efficient) matrix products.
+    """
+    per_label = 10 * problem.n_samples * problem.dtype.itemsize
+    return int(max(1, min(problem.n_labels, budget_bytes // per_label)))
+
+
+def solve_in_blocks(solver, problem, W0, b0, block_size, **options):
+    """Run ``solver`` on blocks of ``block_size`` labels; stitch the results."""
+    k = problem.n_labels
+    W0 = np.asarray(W0)
+    b0 = np.asarray(b0)
+    if block_size >= k:
+        return solver(problem, W0, b0, **options)
+    coef = np.empty((k, problem.n_features), dtype=problem.dtype)
+    intercept = np.empty(k, dtype=problem.dtype)
+    converged = np.empty(k, dtype=bool)
+    label_n_iter = np.empty(k, dtype=int)
+    curves = []
+    for start in range(0, k, block_size):
+        cols = np.arange(start, min(k, start + block_size))
+        sub = problem.subproblem(cols)
+        result = solver(sub, W0[cols], b0[cols], **options)
+        del sub
+        coef[cols] = result.coef
+        intercept[cols] = result.intercept
+        converged[cols] = result.converged
+        label_n_iter[cols] = result.label_n_iter
+        curves.append((len(cols), np.asarray(result.loss_curve, dtype=float)))
+    n_iter = max(len(c) for _, c in curves)
+    curve = np.zeros(max(n_iter, 1))
+    for size, c in curves:
+        if len(c):
+            padded = np.concatenate([c, np.full(len(curve) - len(c), c[-1])])
+            curve += size * padded
+    return SolverResult(
+        coef=coef, intercept=intercept, n_iter=int(max(n_iter, 1)),
+        loss_curve=list(curve / k), converged=converged, label_n_iter=label_n_iter,
+    )

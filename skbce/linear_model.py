@@ -2,6 +2,8 @@
 
 import time
 import warnings
+from contextlib import ExitStack
+from functools import lru_cache
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,7 +22,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from skbce import _solvers
 from skbce._bce import max_threads
@@ -29,6 +31,17 @@ __all__ = ["MultiLabelLogistic"]
 
 # Below this many entries per thread a parallel loss pass costs more than it saves.
 _MIN_ENTRIES_PER_THREAD = 20_000
+# Below this many entries of a dense X, BLAS products run on one thread.
+_SMALL_DENSE = 2**20
+# Labels per joint L-BFGS-B problem.
+_LBFGS_BLOCK = 16
+# Working memory a fit may use whatever the size of X (bytes).
+_MIN_MEMORY_BUDGET = 64 * 2**20
+
+
+@lru_cache(maxsize=1)
+def _threadpool_controller():
+    return ThreadpoolController()
 
 
 class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
@@ -80,7 +93,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         - ``"newton-cg"``: batched truncated Newton -- the Hessian-vector
           products of all active labels are one pair of matrix products --
-          with a per-label line search. L2 penalty only. Fastest to a tight
+          with a per-label line search. The conjugate gradient is
+          preconditioned (by the data's Gram matrix for a dense ``X`` with at
+          most 512 features) and, for large float64 problems, run in float32:
+          it only needs a rough Newton direction, and the stopping test is
+          always made in full precision. L2 penalty only. Fastest to a tight
           optimum.
         - ``"lbfgs"``: scipy's L-BFGS-B on the joint objective. L2 penalty
           only.
@@ -140,9 +157,13 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         ``verbose>=2``.
 
     n_jobs : int, default=None
-        Number of threads of the BLAS products and of the OpenMP loss
-        kernels during :meth:`fit` (set through threadpoolctl). None leaves
-        the libraries' defaults (usually every core); -1 means every core.
+        Number of threads of the OpenMP kernels (loss, gradient and sparse
+        products) during :meth:`fit` and :meth:`partial_fit`; an explicit
+        value also limits the BLAS products (through threadpoolctl). None
+        means every core OpenMP may use (as for scikit-learn's OpenMP-based
+        estimators; ``OMP_NUM_THREADS`` and threadpoolctl limit it) with
+        BLAS left at its default; -1 means all processors. The BLAS products
+        of a small dense ``X`` always run on one thread.
 
     Attributes
     ----------
@@ -191,7 +212,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     Notes
     -----
     ``X`` may be dense or sparse (CSR or CSC; never densified); float32 data
-    are trained in float32. The penalty of :meth:`partial_fit` is weighed
+    are trained in float32. The solvers' working memory grows with
+    ``n_samples * n_labels``; above 64 MiB (or the size of ``X``, if larger)
+    the labels are solved in blocks. The penalty of :meth:`partial_fit` is weighed
     against the chunk it is given, as :meth:`fit` would weigh it against
     that chunk alone: over ``m`` equal chunks of a dataset this is the
     objective of :meth:`fit` with ``C / m``.
@@ -214,7 +237,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
            [1, 0],
            [0, 1]])
     >>> model.predict_proba([[1.0, 1.0]]).round(2)
-    array([[0.8..., 0.8...]])
+    array([[0.61, 0.61]])
 
     Soft targets are probabilities; the model learns them:
 
@@ -366,7 +389,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                         f"(a multi-label indicator matrix or probabilities); got dtype "
                         f"{y.dtype}."
                     ) from None
-            Y = y.astype(np.float64)
+            # Integer labels are checked as they are: no float copy.
+            Y = y if y.dtype.kind in "biu" else y.astype(np.float64)
             try:
                 _check_unit_interval(Y)
             except ValueError as exc:
@@ -393,10 +417,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                     + ("1-D targets." if self._one_d else
                        f"{len(self.classes_)} labels.")
                 )
-        Y = Y.astype(dtype)
-        if self.label_smoothing > 0:
-            Y = Y * dtype(1 - self.label_smoothing) + dtype(self.label_smoothing / 2)
-        return np.ascontiguousarray(Y)
+        # Hard targets are stored as uint8 (a float copy of a large label
+        # matrix would dominate the memory of a fit); the solvers convert
+        # blocks of labels to the floating dtype as they go.
+        if Y.dtype.kind in "biu" or np.all((Y == 0) | (Y == 1)):
+            return np.ascontiguousarray(Y, dtype=np.uint8)
+        return np.ascontiguousarray(Y, dtype=dtype)
 
     def _resolve_pos_weight(self, Y, sample_weight):
         n_labels = Y.shape[1]
@@ -404,9 +430,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         if pw is None:
             return None
         if isinstance(pw, str):  # "balanced"
-            w = np.ones(len(Y)) if sample_weight is None else sample_weight.astype(np.float64)
-            pos = w @ Y.astype(np.float64)
-            neg = w.sum() - pos
+            pos = self._smoothed(_weighted_column_sums(Y, sample_weight))
+            total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
+            neg = total - pos
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where((pos > 0) & (neg > 0), neg / np.where(pos > 0, pos, 1), 1.0)
             return ratio
@@ -421,6 +447,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         if not np.all(np.isfinite(vector)) or np.any(vector <= 0):
             raise ValueError(f"pos_weight must be finite and positive; got {vector}.")
         return vector
+
+    def _smoothed(self, mean):
+        """Means of the targets after label smoothing."""
+        return mean * (1 - self.label_smoothing) + self.label_smoothing / 2 if (
+            self.label_smoothing > 0) else mean
 
     def _sample_weight(self, sample_weight, X):
         if sample_weight is None:
@@ -442,24 +473,40 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             beta = self.l1_ratio / (self.C * total)
         n_threads = self._kernel_threads(Y.size)
         return _solvers.LinearBCE(
-            X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads
+            X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
+            label_smoothing=self.label_smoothing,
         )
 
     def _kernel_threads(self, n_entries):
-        limit = max_threads() if self.n_jobs is None else effective_n_jobs(self.n_jobs)
+        # As scikit-learn's OpenMP-based estimators do, None uses every core
+        # OpenMP is allowed (OMP_NUM_THREADS, threadpoolctl); a number limits it.
+        limit = max_threads() if self.n_jobs is None else min(
+            max_threads(), effective_n_jobs(self.n_jobs))
         return int(max(1, min(limit, n_entries // _MIN_ENTRIES_PER_THREAD)))
 
-    def _thread_limits(self):
-        if self.n_jobs is None:
-            return threadpool_limits(limits=None)
-        return threadpool_limits(limits=int(effective_n_jobs(self.n_jobs)))
+    def _thread_limits(self, X):
+        """Thread limits of the BLAS and OpenMP pools for the fit.
+
+        ``n_jobs`` limits both; the BLAS products of a small dense ``X`` run
+        on one thread whatever ``n_jobs`` is, as waking a second thread costs
+        more than it saves there (and much more on a busy machine).
+        """
+        stack = ExitStack()
+        if self.n_jobs is None and sparse.issparse(X):
+            return stack
+        controller = _threadpool_controller()
+        if self.n_jobs is not None:
+            stack.enter_context(controller.limit(limits=int(effective_n_jobs(self.n_jobs))))
+        if not sparse.issparse(X) and X.shape[0] * X.shape[1] < _SMALL_DENSE:
+            stack.enter_context(controller.limit(limits=1, user_api="blas"))
+        return stack
 
     def _initial_intercept(self, Y, sample_weight, pos_weight):
         """The intercept of the best constant model: a good starting point."""
         if not self.fit_intercept:
             return np.zeros(Y.shape[1])
-        w = np.ones(len(Y)) if sample_weight is None else sample_weight.astype(np.float64)
-        mean = (w @ Y.astype(np.float64)) / w.sum()
+        total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
+        mean = self._smoothed(_weighted_column_sums(Y, sample_weight) / total)
         mean = np.clip(mean, 1e-6, 1 - 1e-6)
         odds = mean / (1 - mean)
         if pos_weight is not None:
@@ -527,7 +574,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             b0 = self._initial_intercept(Y, sample_weight, pos_weight)
 
         start = time.perf_counter()
-        with self._thread_limits():
+        with self._thread_limits(X):
             problem = self._problem(X, Y, sample_weight, pos_weight)
             if solver == "sgd":
                 rng = np.random.default_rng(
@@ -539,9 +586,14 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 )
                 self._sgd_rng = rng
             else:
-                result = _solvers.SOLVERS[solver](
-                    problem, W0, b0, tol=self.tol, max_iter=self.max_iter,
-                    verbose=self.verbose,
+                block = _solvers.label_block_size(problem, self._memory_budget(X))
+                if solver == "lbfgs":
+                    # One L-BFGS run shares its line search and stopping
+                    # test among its labels: small blocks converge faster.
+                    block = min(block, _LBFGS_BLOCK)
+                result = _solvers.solve_in_blocks(
+                    _solvers.SOLVERS[solver], problem, W0, b0, block,
+                    tol=self.tol, max_iter=self.max_iter, verbose=self.verbose,
                 )
         if self.verbose:
             print(f"[MultiLabelLogistic] solver={solver}: {result.n_iter} iterations "
@@ -559,6 +611,15 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         return self
+
+    @staticmethod
+    def _memory_budget(X):
+        """Bytes the solvers' working arrays may take: about the size of ``X``."""
+        if sparse.issparse(X):
+            size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+        else:
+            size = X.nbytes
+        return max(size, _MIN_MEMORY_BUDGET)
 
     def _step_decay(self):
         return 10.0 * self.batch_size
@@ -626,7 +687,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             self._sgd_state = None
         W = self._W.astype(dtype, copy=False)
         b = self._b.astype(dtype, copy=False)
-        with self._thread_limits():
+        with self._thread_limits(X):
             problem = self._problem(X, Y, sample_weight, self.pos_weight_)
             if self._sgd_state is None:
                 batch = int(min(self.batch_size, X.shape[0]))
@@ -784,8 +845,23 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return tags
 
 
+def _weighted_column_sums(Y, sample_weight, chunk=4096):
+    """``sample_weight @ Y`` in float64, without a float copy of all of ``Y``."""
+    total = np.zeros(Y.shape[1])
+    for start in range(0, len(Y), chunk):
+        block = Y[start:start + chunk].astype(np.float64)
+        if sample_weight is None:
+            total += block.sum(axis=0)
+        else:
+            total += np.asarray(sample_weight[start:start + chunk], dtype=np.float64) @ block
+    return total
+
+
 def _check_unit_interval(values):
-    if not np.all(np.isfinite(values)):
+    if values.dtype.kind in "biu":
+        if values.size == 0 or (values.min() >= 0 and values.max() <= 1):
+            return
+    elif not np.all(np.isfinite(values)):
         raise ValueError("Targets must be finite.")
     bad = (values < 0) | (values > 1)
     if np.any(bad):
