@@ -7,12 +7,13 @@
   Hessian weights with respect to the logits. A solver needs the per-label
   sums (each label has its own line search), which ``bce_pass`` only gives
   through a full ``(n, k)`` array of elementwise losses.
-* :func:`csr_matmul` / :func:`csr_t_matmul` -- ``X @ W`` and ``X.T @ G`` for a
-  CSR matrix and a dense C-ordered block of label columns, split across
-  OpenMP threads (scipy's products are single-threaded). Each nonzero of
-  ``X`` scales a contiguous row of ``k`` label values, a loop gcc
-  vectorises. ``square=True`` uses the squared values of ``X`` (the diagonal
-  of the Hessian, for the preconditioner).
+* :func:`csr_matmul` -- ``X @ W`` for a CSR matrix and a dense C-ordered
+  block of label columns, rows split across OpenMP threads (scipy's products
+  are single-threaded). Each nonzero of ``X`` scales a contiguous row of
+  ``k`` label values, a loop gcc vectorises. ``X.T @ G`` is the same kernel
+  on the CSR matrix of ``X.T``: a gather, so no two threads write the same
+  cache line. ``square=True`` uses the squared values of ``X`` (the
+  diagonal of the Hessian, for the preconditioner).
 
 Compiled with the loss kernels' flags (``-ffast-math`` at the compile step
 only, see ``skbce/meson.build``) so that gcc calls glibc's vector ``exp`` and
@@ -155,46 +156,3 @@ def csr_matmul(
                 wrow = &W[col, 0]
                 for c in range(k):
                     orow[c] += v * wrow[c]
-
-
-def csr_t_matmul(
-    const index_t[::1] indptr,
-    const index_t[::1] indices,
-    const floating[::1] data,
-    const floating[:, ::1] G,
-    floating[:, ::1] out,
-    bint square,
-    int n_threads,
-):
-    """``out = X.T @ G`` (or ``(X * X).T @ G``) for CSR ``X``.
-
-    The threads split the ``k`` columns: each block of columns reads all of
-    ``X`` and writes its own columns of ``out``, so no two threads write the
-    same entry.
-    """
-    cdef Py_ssize_t n = G.shape[0]
-    cdef Py_ssize_t k = G.shape[1]
-    cdef Py_ssize_t t, i, c, jj, col, c0, c1
-    # Twice as many column blocks as threads, handed out dynamically: a
-    # thread that the OS descheduled does not hold up the others.
-    cdef int n_parts = max(1, min(2 * n_threads if n_threads > 1 else 1, k))
-    cdef floating v
-    cdef floating *orow
-    cdef const floating *grow
-    out[:, :] = 0
-    if n == 0 or k == 0:
-        return
-    with nogil:
-        for t in prange(n_parts, schedule="dynamic", num_threads=n_threads):
-            c0 = t * k // n_parts
-            c1 = (t + 1) * k // n_parts
-            for i in range(n):
-                grow = &G[i, 0]
-                for jj in range(indptr[i], indptr[i + 1]):
-                    col = indices[jj]
-                    v = data[jj]
-                    if square:
-                        v = v * v
-                    orow = &out[col, 0]
-                    for c in range(c0, c1):
-                        orow[c] += v * grow[c]

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, sparse
+from scipy import linalg
 from scipy.linalg import blas
 from sklearn.utils.extmath import safe_sparse_dot
 
@@ -186,7 +187,8 @@ class LinearBCE:
             gram[d, :d] = gram[:d, d]
             if not self.fit_intercept:
                 gram = gram[:d, :d]
-            lam, V = np.linalg.eigh(gram)
+            # MRRR: the smallest LAPACK workspace, and gram is not needed after.
+            lam, V = linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evr")
             self._gram = (np.maximum(lam, 0.0), V)
         return self._gram
 
