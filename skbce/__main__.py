@@ -39,7 +39,7 @@ DIGIT_TAGS = {
     "closed_loop": (0, 6, 8, 9),
     "multiple_of_3": (0, 3, 6, 9),
 }
-SOLVERS = ("gd", "lbfgs", "sgd")
+SOLVERS = ("newton-cg", "lbfgs", "gd", "sgd")
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 # The "yes to every tag" prediction that exposes log_loss on multi-label data.
 CONSTANT_PROBABILITY = 0.999
