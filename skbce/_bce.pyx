@@ -73,7 +73,7 @@ its mirror for ``-z``; every term is non-negative, so there is neither overflow
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, fabs, fabsf, log, log1p, log1pf, logf
+from skbce._math cimport _abs, _exp, _log, _log1p
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -90,36 +90,9 @@ def max_threads():
 
 
 # ----------------------------------------------------------------------------
-# Precision-matched elementary functions: float32 math stays in float32.
+# Precision-matched elementary functions (_log, _log1p, _exp, _abs) come
+# from skbce/_math.pxd; float32 math stays in float32.
 # ----------------------------------------------------------------------------
-
-cdef inline floating _log(floating x) noexcept nogil:
-    if floating is float:
-        return logf(x)
-    else:
-        return log(x)
-
-
-cdef inline floating _log1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _abs(floating x) noexcept nogil:
-    if floating is float:
-        return fabsf(x)
-    else:
-        return fabs(x)
-
 
 cdef inline floating _positive_part(floating x) noexcept nogil:
     return x if x > 0 else <floating> 0

@@ -23,34 +23,13 @@ before a solver runs -- and bounds checks are off.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.math cimport exp, expf, fabs, fabsf, log1p, log1pf
+from skbce._math cimport _abs, _exp, _log1p
 
 import numpy as np
 
 ctypedef fused index_t:
     int
     long long
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _log1p(floating x) noexcept nogil:
-    if floating is float:
-        return log1pf(x)
-    else:
-        return log1p(x)
-
-
-cdef inline floating _abs(floating x) noexcept nogil:
-    if floating is float:
-        return fabsf(x)
-    else:
-        return fabs(x)
 
 
 def logistic_derivatives(
