@@ -616,13 +616,14 @@ def _experiments(task, args, progress, out):
 
 def _check_plot_path(path):
     """Fail before the fits, not after them, on a plot that cannot be saved."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise DemoError("--plot needs matplotlib: pip install matplotlib")
+    # The path first: its errors do not depend on what is installed.
     path = Path(path)
     if path.suffix.lower() not in {".png", ".pdf", ".svg"}:
         raise DemoError(f"--plot: expected a .png, .pdf or .svg file name, got {path.name}")
     if not path.parent.is_dir():
         raise DemoError(f"--plot: no such directory: {path.parent}")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise DemoError("--plot needs matplotlib: pip install matplotlib")
 
 
 def main(argv=None):
