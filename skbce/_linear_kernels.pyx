@@ -6,14 +6,25 @@
   one sweep: the weighted loss summed *per label*, the gradient and the
   Hessian weights with respect to the logits. A solver needs the per-label
   sums (each label has its own line search), which ``bce_pass`` only gives
-  through a full ``(n, k)`` array of elementwise losses.
-* :func:`csr_matmul` -- ``X @ W`` for a CSR matrix and a dense C-ordered
-  block of label columns, rows split across OpenMP threads (scipy's products
-  are single-threaded). Each nonzero of ``X`` scales a contiguous row of
-  ``k`` label values, a loop gcc vectorises. ``X.T @ G`` is the same kernel
-  on the CSR matrix of ``X.T``: a gather, so no two threads write the same
-  cache line. ``square=True`` uses the squared values of ``X`` (the
-  diagonal of the Hessian, for the preconditioner).
+  through a full ``(n, k)`` array of elementwise losses. The targets are
+  read as stored -- uint8 for hard labels, floats for soft ones -- with
+  label smoothing applied on the fly, so no float copy of them exists.
+* :func:`csr_matmul` -- ``X @ W`` and :func:`csr_matmul_t` -- ``X.T @ G``
+  for a CSR matrix ``X`` and dense C-ordered blocks of label columns, rows
+  split across OpenMP threads (scipy's products are single-threaded).
+  Neither needs a copy of ``X``: not its transpose (the transposed product
+  scatters into one accumulator per thread, summed at the end) and not a
+  float32 copy (``X``'s values are read in their own precision and rounded
+  to the precision of ``W``, so the float32 inner iterations of a float64
+  fit cost no memory). ``square=True`` uses the squared values of ``X``
+  (the Hessian diagonal, for a preconditioner).
+
+Why tiles: the label columns are processed ``TILE`` at a time with the
+tile's accumulator (or, transposed, the tile of ``G``) in a fixed-size local
+array. The compiler keeps it in vector registers across a row's nonzeros;
+with the run-time width ``k`` it had to load and store the output row at
+every nonzero, which made narrow blocks of labels several times slower per
+label than wide ones.
 
 Compiled with the loss kernels' flags (``-ffast-math`` at the compile step
 only, see ``skbce/meson.build``) so that gcc calls glibc's vector ``exp`` and
@@ -31,13 +42,23 @@ ctypedef fused index_t:
     int
     long long
 
+ctypedef fused data_t:
+    float
+    double
+
+ctypedef fused target_t:
+    unsigned char
+    float
+    double
+
 
 def logistic_derivatives(
-    const floating[:, ::1] Y,
+    const target_t[:, ::1] Y,
     const floating[:, ::1] Z,
     const floating[::1] sample_weight,
     const floating[::1] pos_weight,
     double pos_weight_scalar,
+    double label_smoothing,
     double scale,
     double[::1] loss_out,
     floating[:, ::1] grad_out,
@@ -47,11 +68,12 @@ def logistic_derivatives(
     """Per-label weighted loss, gradient and curvature wrt the logits.
 
     With ``w_i = scale * sample_weight_i`` (``scale`` alone when
-    ``sample_weight`` is empty) and ``pw_j`` from ``pos_weight`` (or the
-    scalar when it is empty), for ``l = pw y softplus(-z) + (1 - y)
-    softplus(z)``: ``loss_out[j] = sum_i w_i l_ij``, ``grad_out = w dl/dz``
-    and ``hess_out = w d2l/dz2 = w (pw y + 1 - y) p (1 - p)``. Outputs of
-    shape (0, 0) are skipped.
+    ``sample_weight`` is empty), ``pw_j`` from ``pos_weight`` (or the scalar
+    when it is empty) and the target ``y = Y_ij (1 - s) + s / 2`` for a label
+    smoothing ``s``, for ``l = pw y softplus(-z) + (1 - y) softplus(z)``:
+    ``loss_out[j] = sum_i w_i l_ij``, ``grad_out = w dl/dz`` and ``hess_out
+    = w d2l/dz2 = w (pw y + 1 - y) p (1 - p)``. Outputs of shape (0, 0) are
+    skipped.
     """
     cdef Py_ssize_t n = Y.shape[0]
     cdef Py_ssize_t k = Y.shape[1]
@@ -64,12 +86,14 @@ def logistic_derivatives(
     cdef floating w, y, z, e, sp, s_big, p, pwj, py, l
     cdef floating one = 1, zero = 0
     cdef floating pw_s = <floating> pos_weight_scalar
+    cdef floating keep = <floating> (1.0 - label_smoothing)
+    cdef floating shift = <floating> (0.5 * label_smoothing)
     acc = np.zeros((max(n_threads, 1), k), dtype=np.float64)
     cdef double[:, ::1] accv = acc
     if n == 0 or k == 0:
         loss_out[:] = 0
         return
-    cdef const floating *yrow
+    cdef const target_t *yrow
     cdef const floating *zrow
     cdef const floating *pwp = &pos_weight[0] if has_pw else NULL
     cdef floating *grow
@@ -87,7 +111,7 @@ def logistic_derivatives(
             grow = &grad_out[i, 0] if want_grad else NULL
             hrow = &hess_out[i, 0] if want_hess else NULL
             for j in range(k):
-                y = yrow[j]
+                y = (<floating> yrow[j]) * keep + shift
                 z = zrow[j]
                 pwj = pwp[j] if has_pw else pw_s
                 py = pwj * y
@@ -106,10 +130,231 @@ def logistic_derivatives(
     np.sum(acc, axis=0, out=np.asarray(loss_out))
 
 
+# -- sparse products -----------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* A register tile: 32 bytes of label values, 4 doubles or 8 floats, as
+       a GCC/Clang vector type passed by value, so that the accumulator stays
+       in registers through a row's nonzeros. (gcc's loop vectoriser turns the
+       same loop over a small local array into gathers across the nonzeros,
+       and its SLP vectoriser cannot keep a reduction in a register.) Memory
+       is accessed through an 8-byte-aligned, may_alias twin of the type: the
+       rows of label values are not 64-byte aligned. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SKBCE_TILE_OPS(T, E, N) \
+        typedef E T __attribute__((vector_size(32))); \
+        typedef E T##_mem __attribute__((vector_size(32), aligned(sizeof(E)), may_alias)); \
+        static inline T T##_zero(void) { T t = {0}; return t; } \
+        static inline T T##_add(T a, T b) { return a + b; } \
+        static inline T T##_load(const E *x) { return *(const T##_mem *)x; } \
+        static inline void T##_store(T t, E *x) { *(T##_mem *)x = t; } \
+        static inline T T##_fma(T t, E a, const E *x) { return t + a * *(const T##_mem *)x; } \
+        static inline void T##_axpy(E *x, E a, T t) { *(T##_mem *)x += a * t; }
+    #else
+    #define SKBCE_TILE_OPS(T, E, N) \
+        typedef struct { E v[N]; } T; \
+        static inline T T##_zero(void) { T t = {{0}}; return t; } \
+        static inline T T##_add(T a, T b) { for (int c = 0; c < N; c++) a.v[c] += b.v[c]; return a; } \
+        static inline T T##_load(const E *x) { T t; for (int c = 0; c < N; c++) t.v[c] = x[c]; return t; } \
+        static inline void T##_store(T t, E *x) { for (int c = 0; c < N; c++) x[c] = t.v[c]; } \
+        static inline T T##_fma(T t, E a, const E *x) { \
+            for (int c = 0; c < N; c++) t.v[c] += a * x[c]; return t; } \
+        static inline void T##_axpy(E *x, E a, T t) { for (int c = 0; c < N; c++) x[c] += a * t.v[c]; }
+    #endif
+    SKBCE_TILE_OPS(skbce_tile_d, double, 4)
+    SKBCE_TILE_OPS(skbce_tile_f, float, 8)
+    """
+    ctypedef struct skbce_tile_d:
+        pass
+    ctypedef struct skbce_tile_f:
+        pass
+    skbce_tile_d skbce_tile_d_zero() noexcept nogil
+    skbce_tile_d skbce_tile_d_add(skbce_tile_d a, skbce_tile_d b) noexcept nogil
+    skbce_tile_d skbce_tile_d_load(const double *x) noexcept nogil
+    void skbce_tile_d_store(skbce_tile_d t, double *x) noexcept nogil
+    skbce_tile_d skbce_tile_d_fma(skbce_tile_d t, double a, const double *x) noexcept nogil
+    void skbce_tile_d_axpy(double *x, double a, skbce_tile_d t) noexcept nogil
+    skbce_tile_f skbce_tile_f_zero() noexcept nogil
+    skbce_tile_f skbce_tile_f_add(skbce_tile_f a, skbce_tile_f b) noexcept nogil
+    skbce_tile_f skbce_tile_f_load(const float *x) noexcept nogil
+    void skbce_tile_f_store(skbce_tile_f t, float *x) noexcept nogil
+    skbce_tile_f skbce_tile_f_fma(skbce_tile_f t, float a, const float *x) noexcept nogil
+    void skbce_tile_f_axpy(float *x, float a, skbce_tile_f t) noexcept nogil
+
+
+cdef inline Py_ssize_t _tile_width(floating *x) noexcept nogil:
+    """Label values per register tile: 4 doubles or 8 floats."""
+    if floating is double:
+        return 4
+    else:
+        return 8
+
+
+cdef inline Py_ssize_t _safe_rows(Py_ssize_t d, Py_ssize_t k, Py_ssize_t span,
+                                  Py_ssize_t lanes) noexcept nogil:
+    """Rows of a (d, k) array whose ``lanes`` values from column ``k - span`` on
+    lie inside the array: a narrow last tile spills into the next rows."""
+    cdef Py_ssize_t spill = lanes - span
+    if spill <= 0:
+        return d
+    return max(0, d - (spill + k - 1) // k)
+
+
+cdef inline void _gather_row(
+    const index_t *ind, const data_t *val, Py_ssize_t nnz,
+    const floating *W, Py_ssize_t d, Py_ssize_t k, floating *out, bint square,
+) noexcept nogil:
+    """``out[:k] = sum_jj v_jj * W[ind_jj, :k]`` (``v`` squared if ``square``).
+
+    Two tiles per pass over the row's nonzeros, each summed in two
+    accumulators (even and odd nonzeros): four independent chains of fused
+    multiply-adds, as one chain would wait on the FMA latency. A last tile
+    narrower than the vector reads past its columns into the next rows of
+    ``W`` (harmless: those lanes are not stored); the last rows of ``W``,
+    where that would leave the array, are added up one value at a time.
+    """
+    cdef skbce_tile_d a0_d, a1_d, b0_d, b1_d
+    cdef skbce_tile_f a0_f, a1_f, b0_f, b1_f
+    cdef floating zeros[16]
+    cdef floating side[16]
+    cdef floating tail[16]
+    cdef Py_ssize_t width = _tile_width(out)
+    cdef Py_ssize_t n_tiles = (k + width - 1) // width
+    cdef Py_ssize_t t, c0, c, jj, h, span, lanes, limit
+    cdef bint pair, padded
+    cdef floating v, u
+    cdef const floating *w
+    cdef const floating *x
+    for c in range(16):
+        zeros[c] = 0
+    for t in range(0, n_tiles, 2):
+        c0 = t * width
+        pair = t + 1 < n_tiles
+        lanes = (2 if pair else 1) * width
+        span = min(k - c0, lanes)
+        padded = span < lanes
+        limit = _safe_rows(d, k, span, lanes)
+        if padded:
+            for c in range(span):
+                side[c] = 0
+        if floating is double:
+            a0_d = a1_d = b0_d = b1_d = skbce_tile_d_zero()
+        else:
+            a0_f = a1_f = b0_f = b1_f = skbce_tile_f_zero()
+        for h in range((nnz + 1) // 2):
+            jj = 2 * h
+            v = <floating> val[jj]
+            w = W + ind[jj] * k + c0
+            if jj + 1 < nnz:
+                u = <floating> val[jj + 1]
+                x = W + ind[jj + 1] * k + c0
+            else:
+                u = 0
+                x = &zeros[0]
+            if square:
+                v = v * v
+                u = u * u
+            if padded:
+                if ind[jj] >= limit:
+                    for c in range(span):
+                        side[c] += v * w[c]
+                    w = &zeros[0]
+                if jj + 1 < nnz and ind[jj + 1] >= limit:
+                    for c in range(span):
+                        side[c] += u * x[c]
+                    x = &zeros[0]
+            if floating is double:
+                a0_d = skbce_tile_d_fma(a0_d, v, w)
+                b0_d = skbce_tile_d_fma(b0_d, u, x)
+                if pair:
+                    a1_d = skbce_tile_d_fma(a1_d, v, w + width)
+                    b1_d = skbce_tile_d_fma(b1_d, u, x + width)
+            else:
+                a0_f = skbce_tile_f_fma(a0_f, v, w)
+                b0_f = skbce_tile_f_fma(b0_f, u, x)
+                if pair:
+                    a1_f = skbce_tile_f_fma(a1_f, v, w + width)
+                    b1_f = skbce_tile_f_fma(b1_f, u, x + width)
+        x = &tail[0] if padded else out + c0
+        if floating is double:
+            skbce_tile_d_store(skbce_tile_d_add(a0_d, b0_d), <double *> x)
+            if pair:
+                skbce_tile_d_store(skbce_tile_d_add(a1_d, b1_d), <double *> x + width)
+        else:
+            skbce_tile_f_store(skbce_tile_f_add(a0_f, b0_f), <float *> x)
+            if pair:
+                skbce_tile_f_store(skbce_tile_f_add(a1_f, b1_f), <float *> x + width)
+        if padded:
+            for c in range(span):
+                out[c0 + c] = tail[c] + side[c]
+
+
+cdef inline void _scatter_row(
+    const index_t *ind, const data_t *val, Py_ssize_t nnz,
+    const floating *g, Py_ssize_t d, Py_ssize_t k, floating *out, bint square,
+) noexcept nogil:
+    """``out[ind_jj, :k] += v_jj * g[:k]`` for the nonzeros of one row.
+
+    A last tile narrower than the vector is padded with zeros: its extra
+    lanes add exact zeros to the first values of the next rows of ``out``.
+    The last rows of ``out``, where that would leave the array, are updated
+    one value at a time.
+    """
+    cdef skbce_tile_d g0_d, g1_d
+    cdef skbce_tile_f g0_f, g1_f
+    cdef floating g_pad[16]
+    cdef floating sink[16]
+    cdef Py_ssize_t width = _tile_width(out)
+    cdef Py_ssize_t n_tiles = (k + width - 1) // width
+    cdef Py_ssize_t t, c0, c, jj, span, lanes, limit
+    cdef bint pair, padded
+    cdef floating v
+    cdef floating *o
+    cdef const floating *src
+    for t in range(0, n_tiles, 2):
+        c0 = t * width
+        pair = t + 1 < n_tiles
+        lanes = (2 if pair else 1) * width
+        span = min(k - c0, lanes)
+        padded = span < lanes
+        limit = _safe_rows(d, k, span, lanes)
+        src = g + c0
+        if padded:
+            for c in range(lanes):
+                g_pad[c] = g[c0 + c] if c < span else 0
+            src = &g_pad[0]
+        if floating is double:
+            g0_d = skbce_tile_d_load(src)
+            if pair:
+                g1_d = skbce_tile_d_load(src + width)
+        else:
+            g0_f = skbce_tile_f_load(src)
+            if pair:
+                g1_f = skbce_tile_f_load(src + width)
+        for jj in range(nnz):
+            v = <floating> val[jj]
+            if square:
+                v = v * v
+            o = out + ind[jj] * k + c0
+            if padded and ind[jj] >= limit:
+                for c in range(span):
+                    o[c] += v * src[c]
+                o = &sink[0]  # the vector update below goes nowhere
+            if floating is double:
+                skbce_tile_d_axpy(o, v, g0_d)
+                if pair:
+                    skbce_tile_d_axpy(o + width, v, g1_d)
+            else:
+                skbce_tile_f_axpy(o, v, g0_f)
+                if pair:
+                    skbce_tile_f_axpy(o + width, v, g1_f)
+
+
 def csr_matmul(
     const index_t[::1] indptr,
     const index_t[::1] indices,
-    const floating[::1] data,
+    const data_t[::1] data,
     const floating[:, ::1] W,
     floating[:, ::1] out,
     bint square,
@@ -118,20 +363,52 @@ def csr_matmul(
     """``out = X @ W`` (or ``(X * X) @ W``) for CSR ``X``; rows in parallel."""
     cdef Py_ssize_t n = out.shape[0]
     cdef Py_ssize_t k = out.shape[1]
-    cdef Py_ssize_t i, c, jj, col
-    cdef floating v
-    cdef floating *orow
-    cdef const floating *wrow
+    cdef Py_ssize_t i, start
+    if n == 0 or k == 0:
+        return
+    cdef const floating *wp = &W[0, 0] if W.shape[0] > 0 else NULL
+    if wp == NULL:
+        out[:, :] = 0
+        return
     with nogil:
         for i in prange(n, schedule="dynamic", chunksize=64, num_threads=n_threads):
-            orow = &out[i, 0]
-            for c in range(k):
-                orow[c] = 0
-            for jj in range(indptr[i], indptr[i + 1]):
-                col = indices[jj]
-                v = data[jj]
-                if square:
-                    v = v * v
-                wrow = &W[col, 0]
-                for c in range(k):
-                    orow[c] += v * wrow[c]
+            start = indptr[i]
+            _gather_row(&indices[start], &data[start], indptr[i + 1] - start,
+                        wp, W.shape[0], k, &out[i, 0], square)
+
+
+def csr_matmul_t(
+    const index_t[::1] indptr,
+    const index_t[::1] indices,
+    const data_t[::1] data,
+    const floating[:, ::1] G,
+    floating[:, ::1] out,
+    bint square,
+    int n_threads,
+):
+    """``out = X.T @ G`` (or ``(X * X).T @ G``) for CSR ``X``; rows in parallel.
+
+    Each thread scatters its share of the rows into its own accumulator (the
+    first into ``out`` itself); the accumulators are summed at the end.
+    """
+    cdef Py_ssize_t n = G.shape[0]
+    cdef Py_ssize_t d = out.shape[0]
+    cdef Py_ssize_t k = out.shape[1]
+    cdef Py_ssize_t i, start
+    cdef int tid
+    cdef int threads = max(1, min(n_threads, n // 256))
+    out[:, :] = 0
+    if n == 0 or k == 0 or d == 0:
+        return
+    partial = np.zeros((threads - 1, d, k), dtype=np.asarray(out).dtype)
+    cdef floating[:, :, ::1] partial_v = partial
+    cdef floating *target
+    with nogil, parallel(num_threads=threads):
+        tid = threadid()
+        target = &out[0, 0] if tid == 0 else &partial_v[tid - 1, 0, 0]
+        for i in prange(n, schedule="static"):
+            start = indptr[i]
+            _scatter_row(&indices[start], &data[start], indptr[i + 1] - start,
+                         &G[i, 0], d, k, target, square)
+    for t in range(threads - 1):
+        np.add(out, partial[t], out=np.asarray(out))

@@ -42,7 +42,7 @@ from scipy.linalg import blas
 from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._bce import bce_pass
-from skbce._linear_kernels import csr_matmul, logistic_derivatives
+from skbce._linear_kernels import csr_matmul, csr_matmul_t, logistic_derivatives
 
 __all__ = [
     "LinearBCE",
@@ -102,7 +102,11 @@ class LinearBCE:
         self.X = X
         self.XT = X.T
         self.dtype = np.dtype(X.dtype)
-        self.Y_all = Y  # any numeric dtype; columns are converted when used
+        # Targets stay as stored -- uint8 for hard labels, floats for soft
+        # ones -- and the loss kernel reads them so: no float copy of Y.
+        if Y.dtype not in (np.uint8, np.float32, np.float64):
+            Y = Y.astype(np.uint8 if Y.dtype.kind in "biu" else np.float64)
+        self.Y_all = Y
         self.label_smoothing = float(label_smoothing)
         self.n_samples, self.n_features = X.shape
         self.n_labels = Y.shape[1]
@@ -130,12 +134,16 @@ class LinearBCE:
         self._empty = np.empty(0, dtype=self.dtype)
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
         self._setup_products()
-        self._low = None
-        self._gram = None
+        # What depends on X alone (the float32 twin, the Gram matrix) is
+        # computed once and shared with the subproblems of label blocks.
+        self._cache = {}
         self.set_active(np.arange(self.n_labels))
 
     def targets(self, rows=None, labels=None):
-        """Targets of ``rows`` x ``labels`` (None: all) as a C-ordered float block."""
+        """Float targets of ``rows`` x ``labels`` (None: all), label smoothing applied.
+
+        For SGD's mini-batches; the full-batch solvers read the stored targets.
+        """
         Y = self.Y_all
         if rows is not None:
             Y = Y[rows]
@@ -167,30 +175,30 @@ class LinearBCE:
         """
         if sparse.issparse(self.X) or self.n_features > GRAM_MAX_FEATURES:
             return None
-        if getattr(self, "_gram", None) is None:
+        if "gram" not in self._cache:
             d = self.n_features
-            gram = np.zeros((d + 1, d + 1))
-            step = max(1, 2**16 // max(d, 1))  # rows per block: bounded temporaries
+            m = d + 1 if self.fit_intercept else d
+            # Only the upper triangle is accumulated (BLAS syrk, in place):
+            # eigh reads no other, and no symmetric temporaries are needed.
+            gram = np.zeros((m, m), order="F")
+            step = max(8, 2**15 // m)  # rows per block: a bounded temporary
             for start in range(0, self.n_samples, step):
-                Xb = np.asarray(self.X[start:start + step], dtype=np.float64)
+                stop = min(start + step, self.n_samples)
                 if self.sw is None:
-                    # Symmetric rank-k update: half the work of a product.
-                    gram[:d, :d] += _syrk(Xb) / self.n_samples
-                    gram[:d, d] += Xb.sum(axis=0) / self.n_samples
-                    gram[d, d] += len(Xb) / self.n_samples
-                    continue
-                sw = self.sw[start:start + step].astype(np.float64)
-                weighted = Xb * sw[:, None]
-                gram[:d, :d] += Xb.T @ weighted
-                gram[:d, d] += weighted.sum(axis=0)
-                gram[d, d] += sw.sum()
-            gram[d, :d] = gram[:d, d]
-            if not self.fit_intercept:
-                gram = gram[:d, :d]
-            # MRRR: the smallest LAPACK workspace, and gram is not needed after.
-            lam, V = linalg.eigh(gram, overwrite_a=True, check_finite=False, driver="evr")
-            self._gram = (np.maximum(lam, 0.0), V)
-        return self._gram
+                    root = np.full(stop - start, np.sqrt(1.0 / self.n_samples))
+                else:
+                    root = np.sqrt(self.sw[start:stop].astype(np.float64))
+                A = np.empty((stop - start, m), order="F")
+                A[:, :d] = self.X[start:stop]
+                A[:, :d] *= root[:, None]
+                if self.fit_intercept:
+                    A[:, d] = root
+                # gram += A.T @ A with A.T S A = sum_i s_i a_i a_i^T
+                gram = blas.dsyrk(1.0, A, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
+            lam, V = linalg.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
+                                 driver="evr")
+            self._cache["gram"] = (np.maximum(lam, 0.0), V)
+        return self._cache["gram"]
 
     def product_size(self):
         """Multiply-adds of ``X @ w`` for one label."""
@@ -202,32 +210,35 @@ class LinearBCE:
         """This problem's linear algebra in float32, for inexact Newton steps.
 
         Conjugate gradient only needs its directions to a relative accuracy
-        of ``min(0.5, sqrt(|g|))``, far above float32 rounding; its matrix
-        products then move half the bytes and use twice the SIMD lanes. The
-        float32 copy of ``X`` is made once per fit.
+        of ``FORCING_MAX``, far above float32 rounding; its matrix products
+        then move half the bytes and use twice the SIMD lanes. A sparse
+        ``X`` is shared as it is (the kernels round its values on the fly); a
+        dense one is copied to float32 once per fit.
         """
         if self.dtype == np.float32:
             return self
-        if getattr(self, "_low", None) is None:
+        if "low" not in self._cache:
             low = copy.copy(self)
-            X = self.X
-            low.X = X.astype(np.float32)
-            low.XT = low.X.T
             low.dtype = np.dtype(np.float32)
             low.Y_all = low.Y = low.pw_all = low.pw = low.sw = None
             low._empty = np.empty(0, dtype=np.float32)
             low._empty2 = np.empty((0, 0), dtype=np.float32)
-            low._setup_products()
-            self._low = low
-        return self._low
+            if not sparse.issparse(self.X):
+                low.X = self.X.astype(np.float32)
+                low.XT = low.X.T
+            self._cache["low"] = low
+        return self._cache["low"]
 
     # -- active set ---------------------------------------------------------
 
     def set_active(self, labels):
         """Restrict the computations to the labels ``labels`` (indices)."""
         self.active = np.asarray(labels)
-        self.Y = None  # release before converting the new block
-        self.Y = self.targets(labels=self.active)
+        self.Y = None  # release before copying the new block
+        Y = self.Y_all
+        if len(self.active) != self.n_labels:
+            Y = Y[:, self.active]
+        self.Y = np.ascontiguousarray(Y)
         if len(self.active) == self.n_labels:
             self.pw = self.pw_all
         else:
@@ -238,33 +249,29 @@ class LinearBCE:
     def _setup_products(self):
         """How ``X @ W`` and ``X.T @ G`` are computed, chosen once.
 
-        A sparse ``X`` is kept in both orientations (CSR of ``X`` and of
-        ``X.T``), so that both products are row-parallel gathers: no two
-        threads ever write to the same cache line.
+        A sparse ``X`` goes to the kernels of :mod:`skbce._linear_kernels` as
+        the three arrays of its CSR form, with no copy (a CSC matrix is
+        converted once): both products run over its rows.
         """
         X = self.X
         self._csr = None
         if sparse.issparse(X):
-            def arrays(M):
-                index = np.result_type(M.indptr.dtype, M.indices.dtype)
-                return (M.indptr.astype(index, copy=False),
-                        M.indices.astype(index, copy=False),
-                        np.ascontiguousarray(M.data, dtype=self.dtype))
             rows = X.tocsr()
-            cols = X.T.tocsr()  # the CSR matrix of X.T
-            self._csr = (arrays(rows), arrays(cols))
+            index = np.result_type(rows.indptr.dtype, rows.indices.dtype)
+            self._csr = (rows.indptr.astype(index, copy=False),
+                         rows.indices.astype(index, copy=False),
+                         np.ascontiguousarray(rows.data))
             self._product_threads = self.n_threads if X.nnz >= 20_000 else 1
 
     def _sparse_product(self, forward, M, square=False):
-        rows, cols = self._csr
         M = np.ascontiguousarray(M, dtype=self.dtype)
         k = M.shape[1]
         if forward:
             out = np.empty((self.n_samples, k), dtype=self.dtype)
-            csr_matmul(*rows, M, out, square, self._product_threads)
+            csr_matmul(*self._csr, M, out, square, self._product_threads)
         else:
             out = np.empty((self.n_features, k), dtype=self.dtype)
-            csr_matmul(*cols, M, out, square, self._product_threads)
+            csr_matmul_t(*self._csr, M, out, square, self._product_threads)
         return out
 
     def linear(self, W, b):
@@ -321,7 +328,8 @@ class LinearBCE:
             pw = pw if self.pw is None else np.ascontiguousarray(pw[cols])
         scale = 1.0 / self.n_samples if self.sw is None else 1.0
         threads = self.n_threads if Z.size >= 20_000 else 1
-        logistic_derivatives(Y, Z, sw, pw, self.pw_scalar, scale, loss, G, H, threads)
+        logistic_derivatives(Y, Z, sw, pw, self.pw_scalar, self.label_smoothing, scale,
+                             loss, G, H, threads)
         if want_hess:
             return loss, G, H
         return loss, (G if want_grad else None)
@@ -368,13 +376,6 @@ class LinearBCE:
         pw_max = max(self.pw_scalar, 1.0) if self.pw_all is None else max(
             float(self.pw_all.max()), 1.0)
         return 0.25 * pw_max * lam * 1.05 + self.alpha
-
-
-def _syrk(X):
-    """``X.T @ X`` for a float64 array, by BLAS ``dsyrk`` (one triangle)."""
-    # X.T of a C-ordered X is Fortran-ordered: no copy.
-    upper = blas.dsyrk(1.0, np.ascontiguousarray(X).T, trans=0)
-    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _soft_threshold(W, threshold):
