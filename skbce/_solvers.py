@@ -110,6 +110,7 @@ class LinearBCE:
         self.label_smoothing = float(label_smoothing)
         self.n_samples, self.n_features = X.shape
         self.n_labels = Y.shape[1]
+        self.total_labels = self.n_labels  # kept by the subproblems of label blocks
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
             total = sample_weight.sum()
@@ -608,7 +609,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     # problems keep float64 throughout (and bit-for-bit reproducibility
     # between equivalent weightings of the data).
     use_low = (MIXED_PRECISION_CG and dtype == np.float64
-               and problem.product_size() * problem.n_labels >= MIXED_PRECISION_MIN_WORK)
+               and problem.product_size() * problem.total_labels >= MIXED_PRECISION_MIN_WORK)
     W = labels.W_all.copy()
     b = labels.b_all.copy()
     Z = problem.linear(W, b)

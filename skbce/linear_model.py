@@ -570,7 +570,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             W0 = np.asarray(self.coef_, dtype=np.float64)
             b0 = np.asarray(self.intercept_, dtype=np.float64)
         else:
-            W0 = np.zeros((n_labels, n_features))
+            # A zero-strided view: each label block copies only its own rows.
+            W0 = np.broadcast_to(0.0, (n_labels, n_features))
             b0 = self._initial_intercept(Y, sample_weight, pos_weight)
 
         start = time.perf_counter()
@@ -845,9 +846,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _weighted_column_sums(Y, sample_weight, chunk=4096):
+def _weighted_column_sums(Y, sample_weight):
     """``sample_weight @ Y`` in float64, without a float copy of all of ``Y``."""
     total = np.zeros(Y.shape[1])
+    chunk = max(1, 2**16 // max(1, Y.shape[1]))  # rows per float block: 512 KiB
     for start in range(0, len(Y), chunk):
         block = Y[start:start + chunk].astype(np.float64)
         if sample_weight is None:
