@@ -51,6 +51,10 @@ ctypedef fused target_t:
     float
     double
 
+ctypedef fused hess_t:  # float32 curvature feeds a float32 conjugate gradient
+    float
+    double
+
 
 def logistic_derivatives(
     const target_t[:, ::1] Y,
@@ -62,7 +66,7 @@ def logistic_derivatives(
     double scale,
     double[::1] loss_out,
     floating[:, ::1] grad_out,
-    floating[:, ::1] hess_out,
+    hess_t[:, ::1] hess_out,
     int n_threads,
 ):
     """Per-label weighted loss, gradient and curvature wrt the logits.
@@ -97,7 +101,7 @@ def logistic_derivatives(
     cdef const floating *zrow
     cdef const floating *pwp = &pos_weight[0] if has_pw else NULL
     cdef floating *grow
-    cdef floating *hrow
+    cdef hess_t *hrow
     cdef double *arow
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
@@ -126,7 +130,7 @@ def logistic_derivatives(
                 if want_grad:
                     grow[j] = w * ((one - y) * p - py * (one - p))
                 if want_hess:
-                    hrow[j] = w * (py + one - y) * p * (one - p)
+                    hrow[j] = <hess_t> (w * (py + one - y) * p * (one - p))
     np.sum(acc, axis=0, out=np.asarray(loss_out))
 
 
@@ -412,3 +416,66 @@ def csr_matmul_t(
                          &G[i, 0], d, k, target, square)
     for t in range(threads - 1):
         np.add(out, partial[t], out=np.asarray(out))
+
+
+def csr_hessp(
+    const index_t[::1] indptr,
+    const index_t[::1] indices,
+    const data_t[::1] data,
+    const floating[:, ::1] V,
+    const floating[::1] vb,
+    const floating[:, ::1] D,
+    floating[:, ::1] out,
+    double[::1] out_b,
+    int n_threads,
+):
+    """Hessian-vector products of all labels: ``out = X.T @ U``, ``out_b = U.sum(0)``.
+
+    ``U = D * (X @ V + vb)`` (``vb`` empty: no intercept). One sweep over the
+    rows of ``X`` computes a row of ``X @ V``, scales it and scatters it
+    back while the row's nonzeros are still in cache, so each conjugate
+    gradient iteration reads ``X`` once instead of twice and never holds
+    the ``(n_samples, n_labels)`` array ``U``.
+    """
+    cdef Py_ssize_t n = D.shape[0]
+    cdef Py_ssize_t d = out.shape[0]
+    cdef Py_ssize_t k = out.shape[1]
+    cdef Py_ssize_t i, c, start, nnz
+    cdef int tid
+    cdef int threads = max(1, min(n_threads, n // 256))
+    cdef bint has_b = vb.shape[0] > 0
+    if (indptr.shape[0] != n + 1 or V.shape[0] != d or V.shape[1] != k
+            or D.shape[1] != k or out_b.shape[0] != k or (has_b and vb.shape[0] != k)):
+        raise ValueError("csr_hessp: inconsistent shapes")
+    out[:, :] = 0
+    out_b[:] = 0
+    if n == 0 or k == 0 or d == 0:
+        return
+    dtype = np.asarray(out).dtype
+    partial = np.zeros((threads - 1, d, k), dtype=dtype)
+    rows = np.empty((threads, k), dtype=dtype)
+    sums = np.zeros((threads, k), dtype=np.float64)
+    cdef floating[:, :, ::1] partial_v = partial
+    cdef floating[:, ::1] rows_v = rows
+    cdef double[:, ::1] sums_v = sums
+    cdef floating *target
+    cdef floating *u
+    cdef double *s
+    with nogil, parallel(num_threads=threads):
+        tid = threadid()
+        target = &out[0, 0] if tid == 0 else &partial_v[tid - 1, 0, 0]
+        u = &rows_v[tid, 0]
+        s = &sums_v[tid, 0]
+        for i in prange(n, schedule="static"):
+            start = indptr[i]
+            nnz = indptr[i + 1] - start
+            _gather_row(&indices[start], &data[start], nnz, &V[0, 0], d, k, u, False)
+            for c in range(k):
+                if has_b:
+                    u[c] = u[c] + vb[c]
+                u[c] = u[c] * D[i, c]
+                s[c] += u[c]
+            _scatter_row(&indices[start], &data[start], nnz, u, d, k, target, False)
+    for t in range(threads - 1):
+        np.add(out, partial[t], out=np.asarray(out))
+    np.sum(sums, axis=0, out=np.asarray(out_b))

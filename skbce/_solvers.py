@@ -42,7 +42,12 @@ from scipy.linalg import blas
 from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._bce import bce_pass
-from skbce._linear_kernels import csr_matmul, csr_matmul_t, logistic_derivatives
+from skbce._linear_kernels import (
+    csr_hessp,
+    csr_matmul,
+    csr_matmul_t,
+    logistic_derivatives,
+)
 
 __all__ = [
     "LinearBCE",
@@ -295,6 +300,31 @@ class LinearBCE:
             return self._sparse_product(False, G)
         return self.XT @ G
 
+    def hessp(self, V, vb, D):
+        """``(X.T @ U, U.sum(0))`` for ``U = D * (X @ V + vb)``.
+
+        The Hessian of the data term applied to the direction ``(V, vb)``,
+        given its curvature weights ``D``. A sparse ``X`` is read once, by
+        one kernel sweep that never forms ``U``.
+        """
+        k = V.shape[1]
+        if self._csr is not None:
+            out = np.empty((self.n_features, k), dtype=self.dtype)
+            out_b = np.empty(k)
+            vb = (np.ascontiguousarray(vb, dtype=self.dtype) if self.fit_intercept
+                  else self._empty)
+            csr_hessp(*self._csr, np.ascontiguousarray(V, dtype=self.dtype), vb,
+                      np.ascontiguousarray(D, dtype=self.dtype), out, out_b,
+                      self._product_threads)
+            if not self.fit_intercept:
+                out_b[:] = 0
+            return out, out_b.astype(self.dtype)
+        U = self.direction(V, vb)
+        U *= D
+        HW = self.backward(U)
+        Hb = U.sum(axis=0) if self.fit_intercept else np.zeros(k, dtype=self.dtype)
+        return HW, Hb
+
     def squared_backward(self, D):
         """``(X * X).T @ D``: the Hessian diagonals, for preconditioning."""
         if self._csr is not None:
@@ -306,21 +336,23 @@ class LinearBCE:
             out += (block * block).T @ D[start:start + step]
         return out
 
-    def loss_grad_logits(self, Z, want_grad=True, want_hess=False, out=None, cols=None):
+    def loss_grad_logits(self, Z, want_grad=True, want_hess=False, cols=None,
+                         hess_dtype=None):
         """Per-label mean loss (n_active,), and its derivatives wrt ``Z``.
 
         The gradient ``G`` and curvature ``H`` carry the normalised sample
         weights, so ``X.T @ G`` is the gradient of the data term and
-        ``X.T @ (H * (X @ V))`` its Hessian applied to ``V``. ``out`` may
-        give the (G, H) arrays to fill; ``cols`` restricts the computation
-        to those of the active labels (``Z`` then holds those columns).
+        ``X.T @ (H * (X @ V))`` its Hessian applied to ``V``. ``cols``
+        restricts the computation to those of the active labels (``Z`` then
+        holds those columns); ``hess_dtype`` (default: the problem's) is the
+        dtype of ``H``.
         """
         loss = np.empty(Z.shape[1])
-        if out is not None:
-            G, H = out
+        G = np.empty(Z.shape, dtype=self.dtype) if want_grad else self._empty2
+        if want_hess:
+            H = np.empty(Z.shape, dtype=hess_dtype or self.dtype)
         else:
-            G = np.empty(Z.shape, dtype=self.dtype) if want_grad else self._empty2
-            H = np.empty(Z.shape, dtype=self.dtype) if want_hess else self._empty2
+            H = self._empty2
         sw = self._empty if self.sw is None else self.sw
         pw = self._empty if self.pw is None else self.pw
         Y = self.Y
@@ -423,7 +455,7 @@ class _Labels:
     def __init__(self, problem, W0, b0):
         k = problem.n_labels
         self.problem = problem
-        self.W_all = np.ascontiguousarray(np.asarray(W0, dtype=problem.dtype).T)
+        self.W_all = np.array(np.asarray(W0).T, dtype=problem.dtype, order="C")  # own copy
         self.b_all = np.array(b0, dtype=problem.dtype)
         self.f_all = np.zeros(k)
         self.converged = np.zeros(k, dtype=bool)
@@ -530,13 +562,9 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
     Dsub = D
     n_products = 0
     for _ in range(max_cg):
-        U = problem.direction(DW, Db)
-        U *= Dsub
-        HW = problem.backward(U)
+        HW, Hb = problem.hessp(DW, Db, Dsub)
         if alpha > 0:
             HW += alpha * DW
-        Hb = U.sum(axis=0) if fit_b else np.zeros_like(Db)
-        del U  # before the next product allocates its successor
         n_products += DW.shape[1]
         curv = np.einsum("ij,ij->j", DW, HW) + Db * Hb
         positive = curv > 0
@@ -564,21 +592,21 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
     return PW, Pb, n_products
 
 
-def _try_step(problem, Z, G, D, XP, W, PW, f, f_new, t, slope, cols):
+def _try_step(problem, Z, XP, W, PW, f, f_new, t, slope, cols):
     """Armijo test of the steps ``t[cols]`` of the labels ``cols``.
 
-    Accepted labels get their logits, derivatives and objective written
-    into ``Z``, ``G``, ``D`` and ``f_new``; returns the accepted mask.
-    ``XP`` holds the step's logits on ``cols`` only.
+    Accepted labels get their logits written into ``Z`` and their objective
+    into ``f_new``; returns the accepted mask. ``XP`` holds the step's
+    logits on ``cols`` only.
     """
     tp = t[cols].astype(problem.dtype)
     Zp = np.ascontiguousarray(Z[:, cols] + tp * XP)
-    lp, Gp, Dp = problem.loss_grad_logits(Zp, want_hess=True, cols=cols)
+    lp = problem.loss_grad_logits(Zp, want_grad=False, cols=cols)[0]
     fp = lp + problem.penalty(W[:, cols] + tp * PW[:, cols])
     ok = fp <= f[cols] + 1e-4 * t[cols] * slope[cols] + 1e-12 * np.abs(f[cols])
     if ok.any():
         done = cols[ok]
-        Z[:, done], G[:, done], D[:, done] = Zp[:, ok], Gp[:, ok], Dp[:, ok]
+        Z[:, done] = Zp[:, ok]
         f_new[done] = fp[ok]
     return ok
 
@@ -587,15 +615,18 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     """Batched truncated Newton (Newton-CG) with per-label line search.
 
     L2 penalty only (``problem.beta == 0``). Each outer iteration solves
-    ``H_j p_j = -g_j`` inexactly, by conjugate gradient preconditioned with
-    the Hessian's diagonal, for every active label at once -- a
-    Hessian-vector product of all labels is the two matrix products ``X.T
-    @ (D * (X @ V))`` -- to the relative residual ``FORCING_MAX`` (0.1),
-    then backtracks each label's step until that label's objective has
-    decreased enough (Armijo). The loss, gradient and curvature at a trial
-    point come from one fused pass, so an accepted full step costs nothing
-    more. A label stops once ``max |g_j| <= tol``, the criterion of
-    scikit-learn's ``newton-cg``, and leaves the active set.
+    ``H_j p_j = -g_j`` inexactly, by preconditioned conjugate gradient, for
+    every active label at once -- a Hessian-vector product of all labels is
+    ``X.T @ (D * (X @ V))``, one sweep over a sparse ``X`` -- to the relative
+    residual ``FORCING_MAX`` (0.1), then backtracks each label's step until
+    that label's objective has decreased enough (Armijo). A label stops once
+    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``, and
+    leaves the active set.
+
+    Memory: between iterations only the logits ``Z`` live; the gradient and
+    curvature weights with respect to them (one kernel pass) exist from the
+    start of an iteration until the gradient, respectively the conjugate
+    gradient, has used them, and the line search evaluates the loss alone.
     """
     if problem.beta > 0:
         raise ValueError("newton_cg supports an L2 penalty only (l1_ratio=0).")
@@ -610,15 +641,18 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     # between equivalent weightings of the data).
     use_low = (MIXED_PRECISION_CG and dtype == np.float64
                and problem.product_size() * problem.total_labels >= MIXED_PRECISION_MIN_WORK)
+    cg_problem = problem.low_precision() if use_low else problem
     W = labels.W_all.copy()
     b = labels.b_all.copy()
     Z = problem.linear(W, b)
-    loss, G, D = problem.loss_grad_logits(Z, want_hess=True)
-    f = loss + problem.penalty(W)
+    f = problem.loss(Z) + problem.penalty(W)
     curve = []
+    gmax = np.zeros(0)
     it = 0
     for it in range(1, max_iter + 1):
+        _, G, D = problem.loss_grad_logits(Z, want_hess=True, hess_dtype=cg_problem.dtype)
         gW, gb = problem.gradient(W, G)
+        del G
         gmax = _max_abs(gW, gb)
         done = gmax <= tol
         if done.any():
@@ -632,19 +666,15 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
                 gmax[keep]
             # One at a time: each old array is freed before the next copy.
             Z = np.ascontiguousarray(Z[:, keep])
-            G = np.ascontiguousarray(G[:, keep])
             D = np.ascontiguousarray(D[:, keep])
         # --- inexact Newton direction ----------------------------------------
         gnorm = np.sqrt(np.einsum("ij,ij->j", gW, gW) + gb * gb)
         cg_tol = np.minimum(FORCING_MAX, gnorm ** FORCING_POWER) * gnorm
-        if use_low:
-            low = problem.low_precision()
-            f32 = np.float32
-            PW, Pb, _ = _pcg(low, D.astype(f32), gW.astype(f32), gb.astype(f32),
-                             cg_tol, max_cg)
-            PW, Pb = PW.astype(dtype), Pb.astype(dtype)
-        else:
-            PW, Pb, _ = _pcg(problem, D, gW, gb, cg_tol, max_cg)
+        cg_type = cg_problem.dtype
+        PW, Pb, _ = _pcg(cg_problem, D, gW.astype(cg_type, copy=False),
+                         gb.astype(cg_type, copy=False), cg_tol, max_cg)
+        del D
+        PW, Pb = PW.astype(dtype, copy=False), Pb.astype(dtype, copy=False)
         # A label whose CG made no progress falls back to steepest descent.
         no_step = ~np.any(PW != 0, axis=0) & (Pb == 0)
         if no_step.any():
@@ -652,38 +682,34 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             Pb[no_step] = -gb[no_step]
         # --- per-label backtracking line search -----------------------------
         slope = np.einsum("ij,ij->j", gW, PW) + gb * Pb
-        XP = problem.direction(PW, Pb) if fit_b else problem.direction(PW, 0)
-        # The first trial (the full step, nearly always accepted) writes the
-        # derivatives straight into G and D, and its logits into XP's buffer
-        # (one (n, k) array fewer at the peak); the labels it rejects get
-        # their XP back as Zt - Z and are retried on their own columns.
-        t = np.ones(len(b))
-        Zt = XP
+        del gW, gb
+        # The full step is nearly always accepted: its logits are formed in
+        # the buffer of the step's own logits, and only the labels it
+        # rejects get theirs back (as Zt - Z) to retry shorter steps.
+        Zt = problem.direction(PW, Pb) if fit_b else problem.direction(PW, 0)
         Zt += Z
-        del XP
-        lt, G, D = problem.loss_grad_logits(Zt, want_hess=True, out=(G, D))
-        ft = lt + problem.penalty(W + PW)
+        ft = problem.loss(Zt) + problem.penalty(W + PW)
         accepted = ft <= f + 1e-4 * slope + 1e-12 * np.abs(f)
         f_new = np.where(accepted, ft, f)
         pending = np.flatnonzero(~accepted)
+        t = np.ones(len(b))
         if len(pending):
             XP = Zt[:, pending] - Z[:, pending]
             np.copyto(Z, Zt, where=accepted)
+            del Zt
         else:
-            Z = Zt
-        del Zt
+            Z, Zt = Zt, None
         for _ in range(40):
             if not len(pending):
                 break
             t[pending] *= 0.5
             ok = np.zeros(len(pending), dtype=bool)
-            # Column chunks bound the trial arrays (logits, derivatives and
-            # targets of the pending labels) when most labels backtrack.
+            # Column chunks bound the trial arrays when most labels backtrack.
             chunk = max(16, len(b) // 4)
             for start in range(0, len(pending), chunk):
                 part = slice(start, start + chunk)
-                ok[part] = _try_step(problem, Z, G, D, XP[:, part], W, PW, f, f_new, t,
-                                     slope, pending[part])
+                ok[part] = _try_step(problem, Z, XP[:, part], W, PW, f, f_new, t, slope,
+                                     pending[part])
             accepted[pending[ok]] = True
             pending = pending[~ok]
             XP = XP[:, ~ok]
@@ -694,6 +720,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         if fit_b:
             b = b + t * Pb
         f = f_new
+        del PW, Pb
         if stuck.any():
             # No decrease found: the label is at its optimum to machine
             # precision. Keep it where it is and stop it.
@@ -701,10 +728,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             keep = ~stuck
             labels.retire(keep, W, b, f, it)
             W, b, f = W[:, keep], b[keep], f[keep]
-            # One at a time: each old array is freed before the next copy.
             Z = np.ascontiguousarray(Z[:, keep])
-            G = np.ascontiguousarray(G[:, keep])
-            D = np.ascontiguousarray(D[:, keep])
         curve.append(labels.curve_value(f))
         progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0, len(labels.active))
         if len(labels.active) == 0:
@@ -712,6 +736,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     else:
         # Ran out of iterations: test convergence at the final point.
         if len(labels.active):
+            G = problem.loss_grad_logits(Z)[1]
             gW, gb = problem.gradient(W, G)
             done = _max_abs(gW, gb) <= tol
             labels.converged[labels.active[done]] = True
@@ -1013,7 +1038,7 @@ def sgd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0, batch_size=256,
     """
     progress = _Progress("sgd", verbose)
     dtype = problem.dtype
-    W = np.ascontiguousarray(np.asarray(W0, dtype=dtype).T)
+    W = np.array(np.asarray(W0).T, dtype=dtype, order="C")  # own, writable copy
     b = np.array(b0, dtype=dtype)
     if rng is None:
         rng = np.random.default_rng(0)
