@@ -463,12 +463,15 @@ class _Labels:
         self.active = np.arange(k)
 
     def retire(self, keep, W, b, f, it):
-        """Write back labels not in ``keep`` (bool over the active set)."""
+        """Write back labels not in ``keep`` (bool over the active set).
+
+        ``it``: the iterations run, a number or one per active label.
+        """
         gone = self.active[~keep]
         self.W_all[:, gone] = W[:, ~keep]
         self.b_all[gone] = b[~keep]
         self.f_all[gone] = f[~keep]
-        self.n_iter[gone] = it
+        self.n_iter[gone] = np.broadcast_to(it, keep.shape)[~keep]
         self.active = self.active[keep]
         self.problem.set_active(self.active)
 
@@ -579,10 +582,19 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
             break
         if done.any():
             keep = ~done
-            idx = idx[keep]
-            RW, Rb, DW, Db = RW[:, keep], Rb[keep], DW[:, keep], Db[keep]
-            rz = rz[keep]
-            Dsub = np.ascontiguousarray(D[:, idx])
+            if _tiles(keep.sum()) < _tiles(len(keep)):
+                idx = idx[keep]
+                RW, Rb, DW, Db = RW[:, keep], Rb[keep], DW[:, keep], Db[keep]
+                rz = rz[keep]
+                Dsub = np.ascontiguousarray(D[:, idx])
+            else:
+                # Dropping these labels would not make the products any
+                # narrower in vector registers: freeze them instead (a zero
+                # residual and direction stay zero, and take no steps).
+                RW[:, done] = 0
+                Rb[done] = 0
+                DW[:, done] = 0
+                Db[done] = 0
         ZW, Zb = precondition(RW, Rb, idx)
         rz_new = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
         beta = (rz_new / np.where(rz > 0, rz, 1)).astype(dtype)
@@ -590,6 +602,11 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         Db = Zb + beta * Db
         rz = rz_new
     return PW, Pb, n_products
+
+
+def _tiles(n_labels):
+    """Register tiles (8 float32 labels) that products over ``n_labels`` use."""
+    return -(-int(n_labels) // 8)
 
 
 def _try_step(problem, Z, XP, W, PW, f, f_new, t, slope, cols):
@@ -611,7 +628,8 @@ def _try_step(problem, Z, XP, W, PW, f, f_new, t, slope, cols):
     return ok
 
 
-def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None):
+def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None,
+              pool_size=None):
     """Batched truncated Newton (Newton-CG) with per-label line search.
 
     L2 penalty only (``problem.beta == 0``). Each outer iteration solves
@@ -620,16 +638,25 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     ``X.T @ (D * (X @ V))``, one sweep over a sparse ``X`` -- to the relative
     residual ``FORCING_MAX`` (0.1), then backtracks each label's step until
     that label's objective has decreased enough (Armijo). A label stops once
-    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``, and
-    leaves the active set.
+    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``, or
+    after ``max_iter`` iterations of its own, and leaves the active set.
 
-    Memory: between iterations only the logits ``Z`` live; the gradient and
-    curvature weights with respect to them (one kernel pass) exist from the
-    start of an iteration until the gradient, respectively the conjugate
-    gradient, has used them, and the line search evaluates the loss alone.
+    At most ``pool_size`` labels (default: all) are active at a time: when
+    labels leave, the next ones in line join at the start of the following
+    iteration. The memory is that of ``pool_size`` labels, and, unlike
+    solving fixed blocks one after the other, every sweep over ``X`` serves
+    a full pool rather than the last few slow labels of a block.
+
+    Memory: between iterations only the logits ``Z`` of the active labels
+    live; the gradient and curvature weights with respect to them (one
+    kernel pass) exist from the start of an iteration until the gradient,
+    respectively the conjugate gradient, has used them, and the line search
+    evaluates the loss alone.
     """
     if problem.beta > 0:
         raise ValueError("newton_cg supports an L2 penalty only (l1_ratio=0).")
+    k = problem.n_labels
+    pool_size = k if pool_size is None else max(1, min(int(pool_size), k))
     labels = _Labels(problem, W0, b0)
     progress = _Progress("newton-cg", verbose)
     dtype = problem.dtype
@@ -640,33 +667,51 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     # problems keep float64 throughout (and bit-for-bit reproducibility
     # between equivalent weightings of the data).
     use_low = (MIXED_PRECISION_CG and dtype == np.float64
-               and problem.product_size() * problem.total_labels >= MIXED_PRECISION_MIN_WORK)
+               and problem.product_size() * k >= MIXED_PRECISION_MIN_WORK)
     cg_problem = problem.low_precision() if use_low else problem
-    W = labels.W_all.copy()
-    b = labels.b_all.copy()
-    Z = problem.linear(W, b)
-    f = problem.loss(Z) + problem.penalty(W)
+    # The objective of every label at its starting point, for loss_curve_.
+    for start in range(0, k, pool_size):
+        cols = np.arange(start, min(k, start + pool_size))
+        problem.set_active(cols)
+        labels.f_all[cols] = problem.objective(labels.W_all[:, cols], labels.b_all[cols])
+    waiting = np.arange(k)  # labels not yet admitted, in order
+    labels.active = waiting[:0]
+    W = labels.W_all[:, :0].copy()
+    b = labels.b_all[:0].copy()
+    f = np.zeros(0)
+    Z = np.empty((problem.n_samples, 0), dtype=dtype)
+    joined = np.zeros(0, dtype=int)  # iteration at which each active label joined
     curve = []
-    gmax = np.zeros(0)
     it = 0
-    for it in range(1, max_iter + 1):
+    while len(labels.active) or len(waiting):
+        it += 1
+        if len(waiting) and len(labels.active) < pool_size:
+            new = waiting[:pool_size - len(labels.active)]
+            waiting = waiting[len(new):]
+            W, b, f, Z = _admit(problem, labels, new, W, b, f, Z)
+            joined = np.concatenate([joined, np.full(len(new), it - 1)])
         _, G, D = problem.loss_grad_logits(Z, want_hess=True, hess_dtype=cg_problem.dtype)
         gW, gb = problem.gradient(W, G)
         del G
         gmax = _max_abs(gW, gb)
         done = gmax <= tol
-        if done.any():
-            labels.converged[labels.active[done]] = True
-            keep = ~done
-            labels.retire(keep, W, b, f, it - 1)
-            if not keep.any():
-                it -= 1
-                break
+        labels.converged[labels.active[done]] = True
+        leave = done | (it - 1 - joined >= max_iter)
+        if leave.any():
+            keep = ~leave
+            labels.retire(keep, W, b, f, it - 1 - joined)
             W, b, f, gW, gb, gmax = W[:, keep], b[keep], f[keep], gW[:, keep], gb[keep], \
                 gmax[keep]
+            joined = joined[keep]
             # One at a time: each old array is freed before the next copy.
             Z = np.ascontiguousarray(Z[:, keep])
             D = np.ascontiguousarray(D[:, keep])
+            if not keep.any():
+                del D
+                if len(waiting):
+                    continue
+                it -= 1
+                break
         # --- inexact Newton direction ----------------------------------------
         gnorm = np.sqrt(np.einsum("ij,ij->j", gW, gW) + gb * gb)
         cg_tol = np.minimum(FORCING_MAX, gnorm ** FORCING_POWER) * gnorm
@@ -680,45 +725,13 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         if no_step.any():
             PW[:, no_step] = -gW[:, no_step]
             Pb[no_step] = -gb[no_step]
-        # --- per-label backtracking line search -----------------------------
         slope = np.einsum("ij,ij->j", gW, PW) + gb * Pb
         del gW, gb
-        # The full step is nearly always accepted: its logits are formed in
-        # the buffer of the step's own logits, and only the labels it
-        # rejects get theirs back (as Zt - Z) to retry shorter steps.
-        Zt = problem.direction(PW, Pb) if fit_b else problem.direction(PW, 0)
-        Zt += Z
-        ft = problem.loss(Zt) + problem.penalty(W + PW)
-        accepted = ft <= f + 1e-4 * slope + 1e-12 * np.abs(f)
-        f_new = np.where(accepted, ft, f)
-        pending = np.flatnonzero(~accepted)
-        t = np.ones(len(b))
-        if len(pending):
-            XP = Zt[:, pending] - Z[:, pending]
-            np.copyto(Z, Zt, where=accepted)
-            del Zt
-        else:
-            Z, Zt = Zt, None
-        for _ in range(40):
-            if not len(pending):
-                break
-            t[pending] *= 0.5
-            ok = np.zeros(len(pending), dtype=bool)
-            # Column chunks bound the trial arrays when most labels backtrack.
-            chunk = max(16, len(b) // 4)
-            for start in range(0, len(pending), chunk):
-                part = slice(start, start + chunk)
-                ok[part] = _try_step(problem, Z, XP[:, part], W, PW, f, f_new, t, slope,
-                                     pending[part])
-            accepted[pending[ok]] = True
-            pending = pending[~ok]
-            XP = XP[:, ~ok]
-        XP = None
-        stuck = ~accepted
-        t = np.where(stuck, 0.0, t).astype(dtype)
-        W = W + t * PW
+        t, Z, f_new = _line_search(problem, W, PW, Pb, Z, f, slope)
+        stuck = t == 0
+        W = W + t.astype(dtype) * PW
         if fit_b:
-            b = b + t * Pb
+            b = b + t.astype(dtype) * Pb
         f = f_new
         del PW, Pb
         if stuck.any():
@@ -726,25 +739,71 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             # precision. Keep it where it is and stop it.
             labels.converged[labels.active[stuck]] = True
             keep = ~stuck
-            labels.retire(keep, W, b, f, it)
-            W, b, f = W[:, keep], b[keep], f[keep]
+            labels.retire(keep, W, b, f, it - joined)
+            W, b, f, joined = W[:, keep], b[keep], f[keep], joined[keep]
             Z = np.ascontiguousarray(Z[:, keep])
         curve.append(labels.curve_value(f))
-        progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0, len(labels.active))
-        if len(labels.active) == 0:
-            break
-    else:
-        # Ran out of iterations: test convergence at the final point.
-        if len(labels.active):
-            G = problem.loss_grad_logits(Z)[1]
-            gW, gb = problem.gradient(W, G)
-            done = _max_abs(gW, gb) <= tol
-            labels.converged[labels.active[done]] = True
+        progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0,
+                 len(labels.active) + len(waiting))
     if len(labels.active):
-        labels.finish(W, b, f, it)
-    progress(it, curve[-1] if curve else float(f.mean()) if f.size else 0.0,
+        labels.finish(W, b, f, it - joined)
+    progress(it, curve[-1] if curve else float(labels.f_all.mean()) if k else 0.0,
              0.0, len(labels.active), force=True)
-    return labels.result(it, curve)
+    return labels.result(int(labels.n_iter.max()) if k else 0, curve)
+
+
+def _admit(problem, labels, new, W, b, f, Z):
+    """Add the labels ``new`` to the active arrays, at their starting point."""
+    labels.active = np.concatenate([labels.active, new])
+    problem.set_active(labels.active)
+    Wn, bn = labels.W_all[:, new], labels.b_all[new]
+    if Wn.any():
+        Zn = problem.linear(Wn, bn)
+    else:  # a cold start: the logits are the intercepts
+        Zn = np.empty((problem.n_samples, len(new)), dtype=problem.dtype)
+        Zn[...] = bn if problem.fit_intercept else 0
+    Z = np.concatenate([Z, Zn], axis=1)
+    return (np.concatenate([W, Wn], axis=1), np.concatenate([b, bn]),
+            np.concatenate([f, labels.f_all[new]]), Z)
+
+
+def _line_search(problem, W, PW, Pb, Z, f, slope):
+    """Per-label backtracking (Armijo) along ``(PW, Pb)`` from logits ``Z``.
+
+    Returns the step of each label (0 where no decrease was found), the
+    logits at the new point (``Z`` updated in place, or replaced) and the
+    objective there. The full step is nearly always accepted: its logits
+    are formed in the buffer of the step's own logits, and only the labels
+    it rejects keep that buffer, as the step's logits, to retry shorter
+    steps.
+    """
+    fit_b = problem.fit_intercept
+    Zt = problem.direction(PW, Pb) if fit_b else problem.direction(PW, 0)
+    Zt += Z
+    ft = problem.loss(Zt) + problem.penalty(W + PW)
+    accepted = ft <= f + 1e-4 * slope + 1e-12 * np.abs(f)
+    f_new = np.where(accepted, ft, f)
+    t = np.ones(len(f))
+    pending = np.flatnonzero(~accepted)
+    if not len(pending):
+        return t, Zt, f_new
+    np.copyto(Z, Zt, where=accepted)
+    XP = np.subtract(Zt, Z, out=Zt)  # the step's logits (zero where accepted)
+    del Zt
+    for _ in range(40):
+        if not len(pending):
+            break
+        t[pending] *= 0.5
+        ok = np.zeros(len(pending), dtype=bool)
+        # Column chunks bound the trial arrays when most labels backtrack.
+        chunk = max(4, len(f) // 4)
+        for start in range(0, len(pending), chunk):
+            part = pending[start:start + chunk]
+            ok[start:start + chunk] = _try_step(problem, Z, XP[:, part], W, PW, f, f_new, t,
+                                                slope, part)
+        pending = pending[~ok]
+    t[pending] = 0.0
+    return t, Z, f_new
 
 
 def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
@@ -1079,14 +1138,22 @@ SOLVERS = {"gd": gradient_descent, "lbfgs": lbfgs, "newton-cg": newton_cg}
 
 
 def label_block_size(problem, budget_bytes):
-    """Labels per block so that the solvers' working arrays fit ``budget_bytes``.
+    """Labels solved at once so that the solvers' working arrays fit ``budget_bytes``.
 
-    The solvers hold about ten (n_samples, n_labels) arrays at once; labels
-    are independent problems, so solving them block by block bounds the
-    memory at the cost of smaller (less efficient) matrix products.
+    Per label, newton-cg holds about 20 bytes per sample (the logits and, in
+    turn, the logit gradient or the float32 curvature, or the trial logits
+    of the line search) and ten coefficient-sized vectors (the iterate, the
+    gradient and the conjugate gradient's). Labels are independent problems,
+    so working on fewer at once bounds the memory at the cost of narrower
+    (less efficient) sweeps over ``X``. The result is a multiple of 8, the
+    labels a vector register holds in the sparse kernels.
     """
-    per_label = 10 * problem.n_samples * problem.dtype.itemsize
-    return int(max(1, min(problem.n_labels, budget_bytes // per_label)))
+    itemsize = problem.dtype.itemsize
+    per_label = (2 * itemsize + 4) * problem.n_samples + 10 * itemsize * problem.n_features
+    size = int(budget_bytes // max(per_label, 1))
+    if size >= 8:
+        size -= size % 8
+    return int(max(1, min(problem.n_labels, size)))
 
 
 def solve_in_blocks(solver, problem, W0, b0, block_size, **options):

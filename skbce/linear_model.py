@@ -10,6 +10,7 @@ import numpy as np
 from joblib import effective_n_jobs
 from scipy import sparse
 from scipy.special import expit, log_expit
+from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
@@ -35,8 +36,8 @@ _MIN_ENTRIES_PER_THREAD = 20_000
 _SMALL_DENSE = 2**20
 # Labels per joint L-BFGS-B problem.
 _LBFGS_BLOCK = 16
-# Working memory a fit may use whatever the size of X (bytes).
-_MIN_MEMORY_BUDGET = 64 * 2**20
+# Working memory a fit may use however small X is (bytes).
+_MIN_MEMORY_BUDGET = 2**20
 
 
 @lru_cache(maxsize=1)
@@ -588,14 +589,17 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 self._sgd_rng = rng
             else:
                 block = _solvers.label_block_size(problem, self._memory_budget(X))
-                if solver == "lbfgs":
-                    # One L-BFGS run shares its line search and stopping
-                    # test among its labels: small blocks converge faster.
-                    block = min(block, _LBFGS_BLOCK)
-                result = _solvers.solve_in_blocks(
-                    _solvers.SOLVERS[solver], problem, W0, b0, block,
-                    tol=self.tol, max_iter=self.max_iter, verbose=self.verbose,
-                )
+                options = dict(tol=self.tol, max_iter=self.max_iter, verbose=self.verbose)
+                if solver == "newton-cg":
+                    # A pool of labels: those that converge make room for the next.
+                    result = _solvers.newton_cg(problem, W0, b0, pool_size=block, **options)
+                else:
+                    if solver == "lbfgs":
+                        # One L-BFGS run shares its line search and stopping
+                        # test among its labels: small blocks converge faster.
+                        block = min(block, _LBFGS_BLOCK)
+                    result = _solvers.solve_in_blocks(
+                        _solvers.SOLVERS[solver], problem, W0, b0, block, **options)
         if self.verbose:
             print(f"[MultiLabelLogistic] solver={solver}: {result.n_iter} iterations "
                   f"in {time.perf_counter() - start:.3f}s", flush=True)
@@ -615,12 +619,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _memory_budget(X):
-        """Bytes the solvers' working arrays may take: about the size of ``X``."""
+        """Bytes the solvers' working arrays may take.
+
+        About the size of ``X`` itself (at least ``_MIN_MEMORY_BUDGET``), so
+        that a fit needs little more memory than its data, and never more
+        than scikit-learn's ``working_memory`` setting.
+        """
         if sparse.issparse(X):
             size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
         else:
             size = X.nbytes
-        return max(size, _MIN_MEMORY_BUDGET)
+        cap = get_config()["working_memory"] * 2**20
+        return min(max(size, _MIN_MEMORY_BUDGET), cap)
 
     def _step_decay(self):
         return 10.0 * self.batch_size
