@@ -506,6 +506,12 @@ PRECONDITIONER_MIX = 0.01
 # Newton step, far more than a ``tol`` of 1e-4 needs.
 FORCING_MAX, FORCING_POWER = 0.1, 0.0
 MIXED_PRECISION_CG = True
+# The labels' conjugate gradients run together, each sweep over X serving
+# all of them, until all have converged -- or until this fraction has: the
+# last few labels would keep every sweep going for little (truncated Newton
+# only needs a descent direction, and the line search and the per-label
+# gradient test keep the outer iteration exact). bibtex: ~25% less time.
+CG_QUORUM = 0.75
 GRAM_MAX_FEATURES = 512  # dense X: precondition CG with the data's Gram matrix
 MIXED_PRECISION_MIN_WORK = 10_000_000  # multiply-adds of one product
 
@@ -559,6 +565,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
 
     RW, Rb = -gW, -gb
     idx = np.arange(k)
+    finished = np.zeros(k, dtype=bool)
     ZW, Zb = precondition(RW, Rb, idx)
     DW, Db = ZW.copy(), Zb.copy()
     rz = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
@@ -578,7 +585,8 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         Rb -= step * Hb
         rnorm = np.sqrt(np.einsum("ij,ij->j", RW, RW) + Rb * Rb)
         done = (rnorm <= cg_tol[idx]) | ~positive
-        if done.all():
+        finished[idx[done]] = True
+        if done.all() or finished.mean() >= CG_QUORUM:
             break
         if done.any():
             keep = ~done
