@@ -156,6 +156,40 @@ def test_gd_loss_curve_decreases_and_converged_labels_stop(multilabel):
     assert result.converged.all()
 
 
+def test_newton_cg_label_pool_gives_the_same_solution(multilabel):
+    """A pool of two labels at a time (labels join as others converge)."""
+    from skbce import _solvers
+
+    X, Y = multilabel
+    problem = _solvers.LinearBCE(X, Y, None, None, 1 / 300, 0.0, True)
+    b0 = np.zeros(4)
+    whole = _solvers.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9)
+    pooled = _solvers.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9, pool_size=2)
+    assert whole.converged.all() and pooled.converged.all()
+    assert_allclose(pooled.coef, whole.coef, atol=1e-7)
+    assert_allclose(pooled.intercept, whole.intercept, atol=1e-7)
+    # Each label counts its own iterations, whenever it joined.
+    assert_array_equal(pooled.label_n_iter, whole.label_n_iter)
+    assert pooled.loss_curve[-1] == pytest.approx(whole.loss_curve[-1], rel=1e-10)
+
+
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
+def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
+    """scikit-learn's working_memory caps the solvers' working arrays."""
+    from sklearn import config_context
+
+    from skbce import _solvers
+
+    X, Y = container(multilabel[0]), multilabel[1]
+    model = MultiLabelLogistic(tol=1e-9)
+    problem = model._problem(X, Y.astype(np.uint8), None, None)
+    assert _solvers.label_block_size(problem, model._memory_budget(X)) == 4
+    with config_context(working_memory=0.005):  # 5 KiB: one label at a time
+        assert _solvers.label_block_size(problem, model._memory_budget(X)) == 1
+        small = clone(model).fit(X, Y)
+    assert_allclose(small.coef_, model.fit(X, Y).coef_, atol=1e-7)
+
+
 def test_convergence_warning_and_verbose(multilabel, capsys):
     X, Y = multilabel
     with pytest.warns(ConvergenceWarning, match="did not converge"):

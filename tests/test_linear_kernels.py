@@ -1,0 +1,116 @@
+"""The solver kernels of skbce._linear_kernels against scipy / numpy references.
+
+Edge cases the register tiles have to get right: label counts that are not a
+multiple of the tile width (the last tile reads or writes past its columns),
+nonzeros in the last columns of X (where those lanes would leave the array),
+float64 values of X with float32 coefficients, int32 and int64 indices, and
+one or more threads.
+"""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import sparse
+from scipy.special import expit, log_expit
+
+from skbce._linear_kernels import csr_hessp, csr_matmul, csr_matmul_t, logistic_derivatives
+
+LABEL_COUNTS = [1, 3, 4, 7, 8, 9, 16, 21]
+
+
+def random_csr(n, d, seed, density=0.3):
+    rng = np.random.default_rng(seed)
+    X = sparse.random(n, d, density=density, format="lil", random_state=seed)
+    X[:, d - 1] = rng.normal(size=(n, 1))  # every row touches the last column
+    X = X.tocsr()
+    X.data = rng.normal(size=X.nnz)
+    return X
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("k", LABEL_COUNTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_products_match_scipy(k, dtype, index, n_threads):
+    X = random_csr(300, 13, seed=k)
+    rng = np.random.default_rng(k)
+    W = rng.normal(size=(13, k)).astype(dtype)
+    G = rng.normal(size=(300, k)).astype(dtype)
+    indptr, indices = X.indptr.astype(index), X.indices.astype(index)
+    for square in (False, True):
+        M = X.multiply(X) if square else X
+        out = np.full((300, k), np.nan, dtype=dtype)
+        csr_matmul(indptr, indices, X.data, W, out, square, n_threads)
+        assert_allclose(out, M @ W.astype(np.float64), **tolerance(dtype))
+        out_t = np.full((13, k), np.nan, dtype=dtype)
+        csr_matmul_t(indptr, indices, X.data, G, out_t, square, n_threads)
+        assert_allclose(out_t, M.T @ G.astype(np.float64), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("k", LABEL_COUNTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("intercept", [False, True])
+def test_hessian_vector_product(k, dtype, intercept):
+    X = random_csr(700, 9, seed=100 + k)  # enough rows for two threads
+    rng = np.random.default_rng(k)
+    V = rng.normal(size=(9, k)).astype(dtype)
+    D = rng.uniform(size=(700, k)).astype(dtype)
+    vb = rng.normal(size=k).astype(dtype) if intercept else np.empty(0, dtype=dtype)
+    U = D * (X @ V.astype(np.float64) + (vb if intercept else 0))
+    for n_threads in (1, 2):
+        out = np.full((9, k), np.nan, dtype=dtype)
+        out_b = np.full(k, np.nan)
+        csr_hessp(X.indptr, X.indices, X.data, V, vb, D, out, out_b, n_threads)
+        assert_allclose(out, X.T @ U, **tolerance(dtype))
+        assert_allclose(out_b, U.sum(axis=0), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("targets", ["uint8", "float64"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_logistic_derivatives(targets, dtype):
+    rng = np.random.default_rng(3)
+    n, k = 257, 11
+    Y = rng.integers(0, 2, size=(n, k)).astype(targets)
+    Z = (4 * rng.normal(size=(n, k))).astype(dtype)
+    sw = rng.uniform(size=n).astype(dtype)
+    pw = rng.uniform(0.5, 3, size=k).astype(dtype)
+    smoothing = 0.1
+    y = Y * (1 - smoothing) + smoothing / 2
+    z = Z.astype(np.float64)
+    loss = -(pw * y * log_expit(z) + (1 - y) * log_expit(-z))
+    p = expit(z)
+    grad = (1 - y) * p - pw * y * (1 - p)
+    hess = (pw * y + 1 - y) * p * (1 - p)
+    scale = 0.5
+    w = scale * sw[:, None]
+    for n_threads in (1, 2):
+        out_loss = np.empty(k)
+        G = np.empty((n, k), dtype=dtype)
+        H = np.empty((n, k), dtype=np.float32)
+        logistic_derivatives(Y, Z, sw, pw, 1.0, smoothing, scale, out_loss, G, H, n_threads)
+        assert_allclose(out_loss, (w * loss).sum(axis=0), **tolerance(dtype))
+        assert_allclose(G, w * grad, **tolerance(dtype))
+        assert_allclose(H, w * hess, rtol=1e-5, atol=1e-6)
+        # The loss alone, with a scalar pos_weight.
+        empty = np.empty(0, dtype=dtype)
+        logistic_derivatives(Y, Z, empty, empty, 2.0, 0.0, 1.0, out_loss,
+                             np.empty((0, 0), dtype=dtype), np.empty((0, 0), dtype=dtype),
+                             n_threads)
+        plain = -(2.0 * Y * log_expit(z) + (1 - Y) * log_expit(-z))
+        assert_allclose(out_loss, plain.sum(axis=0), **tolerance(dtype))
+
+
+def test_kernels_reject_inconsistent_shapes():
+    X = random_csr(20, 5, seed=0)
+    V = np.zeros((5, 3))
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        csr_hessp(X.indptr, X.indices, X.data, V, np.empty(0), np.zeros((20, 2)),
+                  np.empty((5, 3)), np.empty(3), 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        logistic_derivatives(np.zeros((20, 3), np.uint8), np.zeros((20, 2)), np.empty(0),
+                             np.empty(0), 1.0, 0.0, 1.0, np.empty(3), np.empty((0, 0)),
+                             np.empty((0, 0)), 1)
