@@ -212,10 +212,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    ``X`` may be dense or sparse (CSR or CSC; never densified); float32 data
-    are trained in float32. The solvers' working memory grows with
-    ``n_samples * n_labels``; above 64 MiB (or the size of ``X``, if larger)
-    the labels are solved in blocks. The penalty of :meth:`partial_fit` is weighed
+    ``X`` may be dense or sparse (CSR or CSC; never densified or copied);
+    float32 data are trained in float32. The solvers' working memory grows
+    with ``n_samples * n_labels``; it is held to about the size of ``X``
+    (at least 1 MiB, at most scikit-learn's ``working_memory`` setting) by
+    working on that many labels at a time -- with ``"newton-cg"`` a pool
+    that converged labels leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
     against the chunk it is given, as :meth:`fit` would weigh it against
     that chunk alone: over ``m`` equal chunks of a dataset this is the
     objective of :meth:`fit` with ``C / m``.
