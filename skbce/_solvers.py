@@ -521,10 +521,11 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
 
     ``D`` (n_samples, n_active) holds the curvature weights: ``H_j v = X.T @
     (D_j * (X @ v)) + alpha v`` (plus the intercept row). The preconditioner
-    is the Hessian's diagonal. A label leaves the iteration once its
-    residual is below ``cg_tol[j]`` (or its curvature is not positive), and
-    the remaining labels' arrays are compacted, so that each product costs
-    only the labels still iterating.
+    is the data's Gram matrix scaled per label for a small dense ``X``, the
+    Hessian's diagonal otherwise. A label stops once its residual is below
+    ``cg_tol[j]`` (or its curvature is not positive): it is dropped from the
+    arrays when that makes the products narrower, frozen otherwise; all
+    stop once ``CG_QUORUM`` of the labels have.
     """
     dtype = problem.dtype
     alpha = problem.alpha
@@ -579,9 +580,14 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         curv = np.einsum("ij,ij->j", DW, HW) + Db * Hb
         positive = curv > 0
         step = np.where(positive, rz / np.where(positive, curv, 1), 0).astype(dtype)
-        PW[:, idx] += step * DW
-        Pb[idx] += step * Db
-        RW -= step * HW
+        if len(idx) == k:
+            PW += step * DW
+            Pb += step * Db
+        else:
+            PW[:, idx] += step * DW
+            Pb[idx] += step * Db
+        HW *= step  # HW is not needed after this: no temporary
+        RW -= HW
         Rb -= step * Hb
         rnorm = np.sqrt(np.einsum("ij,ij->j", RW, RW) + Rb * Rb)
         done = (rnorm <= cg_tol[idx]) | ~positive
@@ -606,7 +612,8 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         ZW, Zb = precondition(RW, Rb, idx)
         rz_new = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
         beta = (rz_new / np.where(rz > 0, rz, 1)).astype(dtype)
-        DW = ZW + beta * DW
+        DW *= beta
+        DW += ZW
         Db = Zb + beta * Db
         rz = rz_new
     return PW, Pb, n_products
@@ -804,7 +811,7 @@ def _line_search(problem, W, PW, Pb, Z, f, slope):
         t[pending] *= 0.5
         ok = np.zeros(len(pending), dtype=bool)
         # Column chunks bound the trial arrays when most labels backtrack.
-        chunk = max(4, len(f) // 4)
+        chunk = max(8, len(f) // 2)
         for start in range(0, len(pending), chunk):
             part = pending[start:start + chunk]
             ok[start:start + chunk] = _try_step(problem, Z, XP[:, part], W, PW, f, f_new, t,
