@@ -688,7 +688,9 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     for start in range(0, k, pool_size):
         cols = np.arange(start, min(k, start + pool_size))
         problem.set_active(cols)
-        labels.f_all[cols] = problem.objective(labels.W_all[:, cols], labels.b_all[cols])
+        Z0 = _start_logits(problem, labels.W_all[:, cols], labels.b_all[cols])
+        labels.f_all[cols] = problem.loss(Z0) + problem.penalty(labels.W_all[:, cols])
+        del Z0
     waiting = np.arange(k)  # labels not yet admitted, in order
     labels.active = waiting[:0]
     W = labels.W_all[:, :0].copy()
@@ -772,14 +774,18 @@ def _admit(problem, labels, new, W, b, f, Z):
     labels.active = np.concatenate([labels.active, new])
     problem.set_active(labels.active)
     Wn, bn = labels.W_all[:, new], labels.b_all[new]
-    if Wn.any():
-        Zn = problem.linear(Wn, bn)
-    else:  # a cold start: the logits are the intercepts
-        Zn = np.empty((problem.n_samples, len(new)), dtype=problem.dtype)
-        Zn[...] = bn if problem.fit_intercept else 0
-    Z = np.concatenate([Z, Zn], axis=1)
+    Z = np.concatenate([Z, _start_logits(problem, Wn, bn)], axis=1)
     return (np.concatenate([W, Wn], axis=1), np.concatenate([b, bn]),
             np.concatenate([f, labels.f_all[new]]), Z)
+
+
+def _start_logits(problem, W, b):
+    """Logits at a starting point; no product for a cold start (``W = 0``)."""
+    if W.any():
+        return problem.linear(W, b)
+    Z = np.empty((problem.n_samples, W.shape[1]), dtype=problem.dtype)
+    Z[...] = b if problem.fit_intercept else 0
+    return Z
 
 
 def _line_search(problem, W, PW, Pb, Z, f, slope):
