@@ -187,13 +187,15 @@ class LinearBCE:
             # Only the upper triangle is accumulated (BLAS syrk, in place):
             # eigh reads no other, and no symmetric temporaries are needed.
             gram = np.zeros((m, m), order="F")
-            step = max(8, 2**15 // m)  # rows per block: a bounded temporary
+            step = max(8, 2**14 // m)  # rows per block: a 128 KiB temporary
+            A = None
             for start in range(0, self.n_samples, step):
                 stop = min(start + step, self.n_samples)
                 if self.sw is None:
                     root = np.full(stop - start, np.sqrt(1.0 / self.n_samples))
                 else:
                     root = np.sqrt(self.sw[start:stop].astype(np.float64))
+                A = None  # freed before its successor is allocated
                 A = np.empty((stop - start, m), order="F")
                 A[:, :d] = self.X[start:stop]
                 A[:, :d] *= root[:, None]
