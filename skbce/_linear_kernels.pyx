@@ -398,10 +398,16 @@ def csr_matmul(
     bint square,
     int n_threads,
 ):
-    """``out = X @ W`` (or ``(X * X) @ W``) for CSR ``X``; rows in parallel."""
+    """``out = X @ W`` (or ``(X * X) @ W``) for CSR ``X``; rows in parallel.
+
+    The column indices of ``X`` must be below ``W.shape[0]`` (the caller
+    checks the CSR structure once: see ``LinearBCE._setup_products``).
+    """
     cdef Py_ssize_t n = out.shape[0]
     cdef Py_ssize_t k = out.shape[1]
     cdef Py_ssize_t i, start
+    if indptr.shape[0] != n + 1 or W.shape[1] != k:
+        raise ValueError("csr_matmul: inconsistent shapes")
     if n == 0 or k == 0:
         return
     cdef const floating *wp = &W[0, 0] if W.shape[0] > 0 else NULL
@@ -435,6 +441,8 @@ def csr_matmul_t(
     cdef Py_ssize_t i, start
     cdef int tid
     cdef int threads = max(1, min(n_threads, n // 256))
+    if indptr.shape[0] != n + 1 or G.shape[1] != k:
+        raise ValueError("csr_matmul_t: inconsistent shapes")
     out[:, :] = 0
     if n == 0 or k == 0 or d == 0:
         return

@@ -265,6 +265,7 @@ class LinearBCE:
         self._csr = None
         if sparse.issparse(X):
             rows = X.tocsr()
+            _check_csr_structure(rows)
             index = np.result_type(rows.indptr.dtype, rows.indices.dtype)
             self._csr = (rows.indptr.astype(index, copy=False),
                          rows.indices.astype(index, copy=False),
@@ -411,6 +412,24 @@ class LinearBCE:
         pw_max = max(self.pw_scalar, 1.0) if self.pw_all is None else max(
             float(self.pw_all.max()), 1.0)
         return 0.25 * pw_max * lam * 1.05 + self.alpha
+
+
+def _check_csr_structure(M):
+    """The kernels read a CSR matrix without bounds checks: check it once.
+
+    scipy does not check the index arrays of a matrix it is handed, and
+    ``check_format`` may prune (modify) the caller's matrix.
+    """
+    indptr, indices = M.indptr, M.indices
+    n_rows, n_cols = M.shape
+    if (len(indptr) != n_rows + 1 or indptr[0] != 0 or indptr[-1] > min(len(indices), len(M.data))
+            or np.any(np.diff(indptr) < 0)
+            or (indptr[-1] > 0 and (indices[:indptr[-1]].min() < 0
+                                    or indices[:indptr[-1]].max() >= n_cols))):
+        raise ValueError(
+            "X is a malformed sparse matrix: its indptr must rise from 0 and its column "
+            f"indices must lie in [0, {n_cols})."
+        )
 
 
 def _soft_threshold(W, threshold):

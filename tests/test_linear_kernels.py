@@ -111,6 +111,26 @@ def test_kernels_reject_inconsistent_shapes():
         csr_hessp(X.indptr, X.indices, X.data, V, np.empty(0), np.zeros((20, 2)),
                   np.empty((5, 3)), np.empty(3), 1)
     with pytest.raises(ValueError, match="inconsistent shapes"):
+        csr_matmul(X.indptr, X.indices, X.data, V, np.empty((19, 3)), False, 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        csr_matmul_t(X.indptr, X.indices, X.data, np.zeros((20, 2)), np.empty((5, 3)), False, 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
         logistic_derivatives(np.zeros((20, 3), np.uint8), np.zeros((20, 2)), np.empty(0),
                              np.empty(0), 1.0, 0.0, 1.0, np.empty(3), np.empty((0, 0)),
                              np.empty((0, 0)), 1)
+
+
+def test_malformed_sparse_matrix_is_a_value_error():
+    """The kernels run without bounds checks: bad CSR indices must not reach them."""
+    from skbce import MultiLabelLogistic
+
+    X = random_csr(30, 6, seed=1)
+    Y = np.random.default_rng(0).integers(0, 2, size=(30, 2))
+    bad = X.copy()
+    bad.indices[3] = 6  # a column index past the last column
+    with pytest.raises(ValueError, match="malformed sparse matrix"):
+        MultiLabelLogistic().fit(bad, Y)
+    bad = X.copy()
+    bad.indptr[5] = bad.indptr[6] + 1  # indptr must not decrease
+    with pytest.raises(ValueError, match="malformed sparse matrix"):
+        MultiLabelLogistic().fit(bad, Y)
