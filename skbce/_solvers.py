@@ -189,29 +189,62 @@ class LinearBCE:
         if "gram" not in self._cache:
             d = self.n_features
             m = d + 1 if self.fit_intercept else d
+            dtype = self._gram_dtype()
+            syrk = blas.ssyrk if dtype == np.float32 else blas.dsyrk
             # Only the upper triangle is accumulated (BLAS syrk, in place):
             # eigh reads no other, and no symmetric temporaries are needed.
-            gram = np.zeros((m, m), order="F")
-            step = max(8, 2**14 // m)  # rows per block: a 128 KiB temporary
+            gram = np.zeros((m, m), dtype=dtype, order="F")
+            step = max(16, 2**15 // (m * dtype.itemsize))  # rows per block: 32 KiB
             A = None
             for start in range(0, self.n_samples, step):
                 stop = min(start + step, self.n_samples)
                 if self.sw is None:
-                    root = np.full(stop - start, np.sqrt(1.0 / self.n_samples))
+                    root = np.full(stop - start, np.sqrt(1.0 / self.n_samples), dtype)
                 else:
-                    root = np.sqrt(self.sw[start:stop].astype(np.float64))
+                    root = np.sqrt(self.sw[start:stop].astype(dtype))
                 A = None  # freed before its successor is allocated
-                A = np.empty((stop - start, m), order="F")
+                A = np.empty((stop - start, m), dtype=dtype, order="F")
                 A[:, :d] = self.X[start:stop]
                 A[:, :d] *= root[:, None]
                 if self.fit_intercept:
                     A[:, d] = root
                 # gram += A.T @ A with A.T S A = sum_i s_i a_i a_i^T
-                gram = blas.dsyrk(1.0, A, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
+                gram = syrk(1.0, A, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
+            del A
             lam, V = linalg.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
                                  driver="evr")
-            self._cache["gram"] = (np.maximum(lam, 0.0), V)
+            self._cache["gram"] = (np.maximum(lam.astype(np.float64), 0.0), V)
         return self._cache["gram"]
+
+    def gram_bytes(self):
+        """Peak bytes of :meth:`gram_eig` (the matrix and its eigenvectors), 0 if unused."""
+        if sparse.issparse(self.X) or self.n_features > GRAM_MAX_FEATURES:
+            return 0
+        m = self.n_features + 1 if self.fit_intercept else self.n_features
+        return 2 * self._gram_dtype().itemsize * m * m
+
+    def _gram_dtype(self):
+        """float32 for the preconditioner of all but a few features.
+
+        A preconditioner need not be exact (the conjugate gradient runs to a
+        relative residual of 0.1): in float32 its memory and the time of its
+        eigendecomposition and products are halved (scene, 295 columns:
+        0.7 MB and ~4 ms per fit saved). A small one costs little in float64,
+        which keeps equivalent weightings of the data (sample weights or
+        repeated rows) on the same path to within rounding.
+        """
+        return np.dtype(np.float32 if self.n_features >= GRAM_FLOAT32_MIN_FEATURES
+                        else np.float64)
+
+    def mixed_precision_cg(self):
+        """Whether newton-cg runs its conjugate gradient in float32.
+
+        It pays off on large products only; small problems keep float64
+        throughout (and bit-for-bit reproducibility between equivalent
+        weightings of the data).
+        """
+        return (MIXED_PRECISION_CG and self.dtype == np.float64
+                and self.product_size() * self.n_labels >= MIXED_PRECISION_MIN_WORK)
 
     def product_size(self):
         """Multiply-adds of ``X @ w`` for one label."""
@@ -572,6 +605,7 @@ MIXED_PRECISION_CG = True
 # gradient test keep the outer iteration exact). bibtex: ~25% less time.
 CG_QUORUM = 0.75
 GRAM_MAX_FEATURES = 512  # dense X: precondition CG with the data's Gram matrix
+GRAM_FLOAT32_MIN_FEATURES = 64  # ... in float32 from this many features
 MIXED_PRECISION_MIN_WORK = 10_000_000  # multiply-adds of one product
 
 
@@ -603,7 +637,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
 
         def precondition(RW, Rb, idx):
             R = np.vstack([RW, Rb[None, :]]) if fit_b else RW
-            T = V.T @ R
+            T = V.T @ R.astype(V.dtype, copy=False)
             T /= curv_scale[idx] * lam[:, None] + ridge
             out = (V @ T).astype(dtype, copy=False)
             if fit_b:
@@ -737,12 +771,11 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     if max_cg is None:
         max_cg = max(20, min(200, problem.n_features + 1))
     fit_b = problem.fit_intercept
-    # Float32 conjugate gradient pays off on large products only; small
-    # problems keep float64 throughout (and bit-for-bit reproducibility
-    # between equivalent weightings of the data).
-    use_low = (MIXED_PRECISION_CG and dtype == np.float64
-               and problem.product_size() * k >= MIXED_PRECISION_MIN_WORK)
-    cg_problem = problem.low_precision() if use_low else problem
+    cg_problem = problem.low_precision() if problem.mixed_precision_cg() else problem
+    # The preconditioner's eigendecomposition (dense X) holds its input and
+    # output at once: done before any per-label array exists, it does not add
+    # to the peak of the iterations.
+    cg_problem.gram_eig()
     # The objective of every label at its starting point, for loss_curve_.
     for start in range(0, k, pool_size):
         cols = np.arange(start, min(k, start + pool_size))
@@ -1220,16 +1253,19 @@ SOLVERS = {"gd": gradient_descent, "lbfgs": lbfgs, "newton-cg": newton_cg}
 def label_block_size(problem, budget_bytes):
     """Labels solved at once so that the solvers' working arrays fit ``budget_bytes``.
 
-    Per label, newton-cg holds about 20 bytes per sample (the logits and, in
-    turn, the logit gradient or the float32 curvature, or the trial logits
-    of the line search) and ten coefficient-sized vectors (the iterate, the
-    gradient and the conjugate gradient's). Labels are independent problems,
+    Per label, newton-cg holds about three values per sample at once (the
+    logits, the logit gradient and the curvature -- float32 when the
+    conjugate gradient is -- or, later, the trial logits of the line search)
+    and ten coefficient-sized vectors (the iterate, the gradient and the
+    conjugate gradient's). Labels are independent problems,
     so working on fewer at once bounds the memory at the cost of narrower
     (less efficient) sweeps over ``X``. The result is a multiple of 8, the
     labels a vector register holds in the sparse kernels.
     """
     itemsize = problem.dtype.itemsize
-    per_label = (2 * itemsize + 4) * problem.n_samples + 10 * itemsize * problem.n_features
+    curvature = 4 if problem.mixed_precision_cg() else itemsize
+    per_label = ((2 * itemsize + curvature) * problem.n_samples
+                 + 10 * itemsize * problem.n_features)
     size = int(budget_bytes // max(per_label, 1))
     if size >= 8:
         size -= size % 8

@@ -38,6 +38,9 @@ _SMALL_DENSE = 2**20
 _LBFGS_BLOCK = 16
 # Working memory a fit may use however small X is (bytes).
 _MIN_MEMORY_BUDGET = 2**20
+# The same, for newton-cg's pool of labels on a small dense X: there the
+# labels' arrays, not X, set the peak memory (the preconditioner aside).
+_MIN_POOL_BUDGET = 2**17
 
 
 @lru_cache(maxsize=1)
@@ -214,10 +217,14 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     -----
     ``X`` may be dense or sparse (CSR or CSC; never densified or copied);
     float32 data are trained in float32. The solvers' working memory grows
-    with ``n_samples * n_labels``; it is held to about the size of ``X``
-    (at least 1 MiB, at most scikit-learn's ``working_memory`` setting) by
-    working on that many labels at a time -- with ``"newton-cg"`` a pool
-    that converged labels leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
+    with ``n_samples * n_labels``; it is held to about what the fit needs
+    anyway -- the size of ``X``, or for ``"newton-cg"`` on a dense ``X`` with
+    at most 512 features that of its preconditioner, the float32
+    eigendecomposition of the ``(n_features + 1)``-square Gram matrix (at
+    least 128 KiB; 1 MiB otherwise; at most scikit-learn's
+    ``working_memory`` setting) -- by working on that many
+    labels at a time: with ``"newton-cg"`` a pool that converged labels
+    leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
     against the chunk it is given, as :meth:`fit` would weigh it against
     that chunk alone: over ``m`` equal chunks of a dataset this is the
     objective of :meth:`fit` with ``C / m``.
@@ -590,7 +597,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 )
                 self._sgd_rng = rng
             else:
-                block = _solvers.label_block_size(problem, self._memory_budget(X))
+                budget = self._memory_budget(X, problem, solver)
+                block = _solvers.label_block_size(problem, budget)
                 options = dict(tol=self.tol, max_iter=self.max_iter, verbose=self.verbose)
                 if solver == "newton-cg":
                     # A pool of labels: those that converge make room for the next.
@@ -620,19 +628,24 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return self
 
     @staticmethod
-    def _memory_budget(X):
+    def _memory_budget(X, problem, solver):
         """Bytes the solvers' working arrays may take.
 
-        About the size of ``X`` itself (at least ``_MIN_MEMORY_BUDGET``), so
-        that a fit needs little more memory than its data, and never more
-        than scikit-learn's ``working_memory`` setting.
+        About what the fit needs anyway, and never more than scikit-learn's
+        ``working_memory`` setting: with newton-cg on a small dense ``X``,
+        the eigendecomposition of its preconditioner (at least
+        ``_MIN_POOL_BUDGET``) -- a larger pool of labels would raise the
+        peak memory, a smaller one save little; otherwise the size of ``X``
+        itself (at least ``_MIN_MEMORY_BUDGET``).
         """
-        if sparse.issparse(X):
-            size = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+        gram = problem.gram_bytes() if solver == "newton-cg" else 0
+        if gram:
+            size = max(gram, _MIN_POOL_BUDGET)
+        elif sparse.issparse(X):
+            size = max(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes, _MIN_MEMORY_BUDGET)
         else:
-            size = X.nbytes
-        cap = get_config()["working_memory"] * 2**20
-        return min(max(size, _MIN_MEMORY_BUDGET), cap)
+            size = max(X.nbytes, _MIN_MEMORY_BUDGET)
+        return min(size, get_config()["working_memory"] * 2**20)
 
     def _step_decay(self):
         return 10.0 * self.batch_size

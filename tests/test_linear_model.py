@@ -183,9 +183,11 @@ def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     X, Y = container(multilabel[0]), multilabel[1]
     model = MultiLabelLogistic(tol=1e-9)
     problem = model._problem(X, Y.astype(np.uint8), None, None)
-    assert _solvers.label_block_size(problem, model._memory_budget(X)) == 4
+    budget = model._memory_budget(X, problem, "newton-cg")
+    assert _solvers.label_block_size(problem, budget) == 4
     with config_context(working_memory=0.005):  # 5 KiB: one label at a time
-        assert _solvers.label_block_size(problem, model._memory_budget(X)) == 1
+        budget = model._memory_budget(X, problem, "newton-cg")
+        assert _solvers.label_block_size(problem, budget) == 1
         small = clone(model).fit(X, Y)
     assert_allclose(small.coef_, model.fit(X, Y).coef_, atol=1e-7)
 
