@@ -680,7 +680,9 @@ def test_bce_pass_found_flags_and_positional_compatibility():
     checked = bce_pass(
         y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1, False, found
     )
-    assert checked == plain and list(found) == [0, 1]
+    # Equal up to rounding only: the kernels are built with -ffast-math, and
+    # gcc may vectorise (reassociate) the checked and unchecked loops apart.
+    assert checked == pytest.approx(plain, rel=1e-12) and list(found) == [0, 1]
     p[1, 1] = np.nan
     bce_pass(y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1, True, found)
     assert found[0] == 1
