@@ -64,45 +64,54 @@ cdef inline floating _softplus_loss(floating y, floating py, floating z, floatin
             - py * (z if z < zero else zero))
 
 
-cdef inline void _derivatives_row(
-    const target_t *y_row, const floating *z_row, const floating *pw, Py_ssize_t k,
-    floating keep, floating shift, floating w, double *acc, floating *g_row, hess_t *h_row,
-) noexcept nogil:
-    """One row of :func:`logistic_derivatives`; a loop per set of outputs.
+# Entries per block of rows in logistic_derivatives (about; a whole number of
+# rows, at least one).
+cdef enum:
+    _FLAT_ENTRIES = 1024
 
-    Each loop is branch-free, so that gcc vectorises it with glibc's vector
-    ``exp`` and ``log1p``; ``h_row`` needs ``g_row``.
+
+cdef inline void _derivatives_flat(
+    const target_t *y, const floating *z, const floating *pw, const floating *w,
+    Py_ssize_t m, floating keep, floating shift, floating *loss, floating *g, hess_t *h,
+) noexcept nogil:
+    """``m`` consecutive entries of :func:`logistic_derivatives`, flat.
+
+    ``pw`` and ``w`` hold each entry's positive weight and sample weight, so
+    the loops see no rows or labels: a block of rows of a C-ordered array is
+    one run of entries, long enough for gcc's vector loop (whose width, with
+    uint8 targets, is 32 entries -- wider than most rows). Each loop is
+    branch-free, so that gcc vectorises it with glibc's vector ``exp`` and
+    ``log1p``; ``h`` needs ``g``. The curvature has a loop of its own, which
+    recomputes ``exp``: with three outputs, the loop was not vectorised (too
+    many possible overlaps between the arrays for gcc to check at run time).
     """
-    cdef Py_ssize_t j
-    cdef floating y, z, e, py, s_big, p
+    cdef Py_ssize_t e
+    cdef floating yv, zv, ev, py, s_big, p
     cdef floating one = 1, zero = 0
-    if g_row == NULL:
-        for j in range(k):
-            y = (<floating> y_row[j]) * keep + shift
-            z = z_row[j]
-            e = _exp(-_abs(z))
-            acc[j] += w * _softplus_loss(y, pw[j] * y, z, e)
-    elif h_row == NULL:
-        for j in range(k):
-            y = (<floating> y_row[j]) * keep + shift
-            z = z_row[j]
-            py = pw[j] * y
-            e = _exp(-_abs(z))
-            acc[j] += w * _softplus_loss(y, py, z, e)
-            s_big = one / (one + e)
-            p = s_big if z >= zero else e * s_big
-            g_row[j] = w * ((one - y) * p - py * (one - p))
+    if g == NULL:
+        for e in range(m):
+            yv = (<floating> y[e]) * keep + shift
+            zv = z[e]
+            ev = _exp(-_abs(zv))
+            loss[e] = w[e] * _softplus_loss(yv, pw[e] * yv, zv, ev)
     else:
-        for j in range(k):
-            y = (<floating> y_row[j]) * keep + shift
-            z = z_row[j]
-            py = pw[j] * y
-            e = _exp(-_abs(z))
-            acc[j] += w * _softplus_loss(y, py, z, e)
-            s_big = one / (one + e)
-            p = s_big if z >= zero else e * s_big
-            g_row[j] = w * ((one - y) * p - py * (one - p))
-            h_row[j] = <hess_t> (w * (py + one - y) * p * (one - p))
+        for e in range(m):
+            yv = (<floating> y[e]) * keep + shift
+            zv = z[e]
+            py = pw[e] * yv
+            ev = _exp(-_abs(zv))
+            loss[e] = w[e] * _softplus_loss(yv, py, zv, ev)
+            s_big = one / (one + ev)
+            p = s_big if zv >= zero else ev * s_big
+            g[e] = w[e] * ((one - yv) * p - py * (one - p))
+    if h != NULL:
+        for e in range(m):
+            yv = (<floating> y[e]) * keep + shift
+            zv = z[e]
+            ev = _exp(-_abs(zv))
+            s_big = one / (one + ev)
+            p = s_big if zv >= zero else ev * s_big
+            h[e] = <hess_t> (w[e] * (pw[e] * yv + one - yv) * p * (one - p))
 
 
 def logistic_derivatives(
@@ -130,7 +139,6 @@ def logistic_derivatives(
     """
     cdef Py_ssize_t n = Y.shape[0]
     cdef Py_ssize_t k = Y.shape[1]
-    cdef Py_ssize_t i
     cdef int tid
     cdef bint has_sw = sample_weight.shape[0] > 0
     cdef bint want_grad = grad_out.shape[0] > 0
@@ -148,23 +156,43 @@ def logistic_derivatives(
     dtype = np.asarray(Z).dtype
     pw_full = (np.asarray(pos_weight) if pos_weight.shape[0] > 0
                else np.full(k, pos_weight_scalar, dtype=dtype))
-    cdef const floating[::1] pw = pw_full
+    # Blocks of ``rows`` rows, each one flat run of entries; the positive
+    # weights tiled to the block's length, sample weights expanded per block
+    # into a per-thread buffer beside the entries' losses.
+    cdef Py_ssize_t rows = max(1, _FLAT_ENTRIES // k)
+    cdef Py_ssize_t n_blocks = (n + rows - 1) // rows
+    cdef const floating[::1] pw = np.tile(pw_full, rows)
+    scratch = np.empty((max(n_threads, 1), 2, rows * k), dtype=dtype)
+    cdef floating[:, :, ::1] scr = scratch
     acc = np.zeros((max(n_threads, 1), k), dtype=np.float64)
     cdef double[:, ::1] accv = acc
     cdef floating keep = <floating> (1.0 - label_smoothing)
     cdef floating shift = <floating> (0.5 * label_smoothing)
-    cdef floating w
+    cdef floating wi
+    cdef floating *wbuf
+    cdef floating *lbuf
     cdef double *arow
+    cdef Py_ssize_t b, r0, nr, r, j
     with nogil, parallel(num_threads=n_threads):
         tid = threadid()
         arow = &accv[tid, 0]
-        for i in prange(n, schedule="static"):
-            w = <floating> scale
-            if has_sw:
-                w = w * sample_weight[i]
-            _derivatives_row(&Y[i, 0], &Z[i, 0], &pw[0], k, keep, shift, w, arow,
-                             &grad_out[i, 0] if want_grad else NULL,
-                             &hess_out[i, 0] if want_hess else NULL)
+        wbuf = &scr[tid, 0, 0]
+        lbuf = &scr[tid, 1, 0]
+        for b in prange(n_blocks, schedule="static"):
+            r0 = b * rows
+            nr = min(rows, n - r0)
+            for r in range(nr):
+                wi = <floating> scale
+                if has_sw:
+                    wi = wi * sample_weight[r0 + r]
+                for j in range(k):
+                    wbuf[r * k + j] = wi
+            _derivatives_flat(&Y[r0, 0], &Z[r0, 0], &pw[0], wbuf, nr * k, keep, shift, lbuf,
+                              &grad_out[r0, 0] if want_grad else NULL,
+                              &hess_out[r0, 0] if want_hess else NULL)
+            for r in range(nr):
+                for j in range(k):
+                    arow[j] += lbuf[r * k + j]
     np.sum(acc, axis=0, out=np.asarray(loss_out))
 
 

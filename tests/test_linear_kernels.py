@@ -69,11 +69,14 @@ def test_hessian_vector_product(k, dtype, intercept):
         assert_allclose(out_b, U.sum(axis=0), **tolerance(dtype))
 
 
+# The kernel runs over blocks of about 1024 entries (whole rows): several
+# blocks and a partial last one; one block; rows longer than a block.
+@pytest.mark.parametrize("shape", [(257, 11), (257, 1), (5, 1100)])
 @pytest.mark.parametrize("targets", ["uint8", "float64"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_logistic_derivatives(targets, dtype):
+def test_logistic_derivatives(targets, dtype, shape):
     rng = np.random.default_rng(3)
-    n, k = 257, 11
+    n, k = shape
     Y = rng.integers(0, 2, size=(n, k)).astype(targets)
     Z = (4 * rng.normal(size=(n, k))).astype(dtype)
     sw = rng.uniform(size=n).astype(dtype)
