@@ -43,6 +43,9 @@ from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._bce import bce_pass
 from skbce._linear_kernels import (
+    cg_advance,
+    cg_curvature,
+    cg_direction,
     csr_hessp,
     csr_matmul,
     csr_matmul_t,
@@ -624,7 +627,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
     alpha = problem.alpha
     fit_b = problem.fit_intercept
     k = gW.shape[1]
-    PW = np.zeros_like(gW)
+    PW = np.zeros(gW.shape, dtype=dtype)
     Pb = np.zeros_like(gb)
     gram = problem.gram_eig()
     if gram is not None:
@@ -657,41 +660,38 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
                 return MW_all * RW, Mb_all * Rb
             return MW_all[:, idx] * RW, Mb_all[idx] * Rb
 
-    RW, Rb = -gW, -gb
-    idx = np.arange(k)
+    RW, Rb = np.negative(gW, order="C"), -gb
+    idx = np.arange(k, dtype=np.intp)
     finished = np.zeros(k, dtype=bool)
     ZW, Zb = precondition(RW, Rb, idx)
-    DW, Db = ZW.copy(), Zb.copy()
+    DW, Db = np.array(ZW, order="C"), Zb.copy()
     rz = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
     Dsub = D
     n_products = 0
     for _ in range(max_cg):
         HW, Hb = problem.hessp(DW, Db, Dsub)
-        if alpha > 0:
-            HW += alpha * DW
+        HW = np.ascontiguousarray(HW)
         n_products += DW.shape[1]
-        curv = np.einsum("ij,ij->j", DW, HW) + Db * Hb
+        curv = np.empty(len(idx))
+        cg_curvature(HW, DW, alpha, curv)  # HW += alpha DW, and the column dots
+        curv += Db * Hb
         positive = curv > 0
         step = np.where(positive, rz / np.where(positive, curv, 1), 0).astype(dtype)
-        if len(idx) == k:
-            PW += step * DW
-            Pb += step * Db
-        else:
-            PW[:, idx] += step * DW
-            Pb[idx] += step * Db
-        HW *= step  # HW is not needed after this: no temporary
-        RW -= HW
+        rr = np.empty(len(idx))
+        cg_advance(PW, idx, DW, RW, HW, step, rr)  # PW[:, idx] += step DW, RW -= step HW
+        Pb[idx] += step * Db
         Rb -= step * Hb
-        rnorm = np.sqrt(np.einsum("ij,ij->j", RW, RW) + Rb * Rb)
+        rnorm = np.sqrt(rr + Rb * Rb)
         done = (rnorm <= cg_tol[idx]) | ~positive
         finished[idx[done]] = True
-        if done.all() or finished.mean() >= CG_QUORUM:
+        if done.all() or np.count_nonzero(finished) >= CG_QUORUM * k:
             break
         if done.any():
             keep = ~done
             if _tiles(keep.sum()) < _tiles(len(keep)):
                 idx = idx[keep]
-                RW, Rb, DW, Db = RW[:, keep], Rb[keep], DW[:, keep], Db[keep]
+                RW, Rb = np.ascontiguousarray(RW[:, keep]), Rb[keep]
+                DW, Db = np.ascontiguousarray(DW[:, keep]), Db[keep]
                 rz = rz[keep]
                 Dsub = np.ascontiguousarray(D[:, idx])
             else:
@@ -705,8 +705,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         ZW, Zb = precondition(RW, Rb, idx)
         rz_new = np.einsum("ij,ij->j", RW, ZW) + Rb * Zb
         beta = (rz_new / np.where(rz > 0, rz, 1)).astype(dtype)
-        DW *= beta
-        DW += ZW
+        cg_direction(DW, np.ascontiguousarray(ZW), beta)
         Db = Zb + beta * Db
         rz = rz_new
     return PW, Pb, n_products

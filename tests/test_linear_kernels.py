@@ -137,3 +137,43 @@ def test_malformed_sparse_matrix_is_a_value_error():
     bad.indptr[5] = bad.indptr[6] + 1  # indptr must not decrease
     with pytest.raises(ValueError, match="malformed sparse matrix"):
         MultiLabelLogistic().fit(bad, Y)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_conjugate_gradient_updates(dtype):
+    """The fused vector updates of newton-cg's conjugate gradient against numpy."""
+    from skbce._linear_kernels import cg_advance, cg_curvature, cg_direction
+
+    rng = np.random.default_rng(5)
+    d, k_all = 37, 11
+    cols = np.array([0, 3, 4, 9, 10], dtype=np.intp)  # the labels still iterating
+    k = len(cols)
+    PW = rng.normal(size=(d, k_all)).astype(dtype)
+    DW, RW, HW, ZW = (rng.normal(size=(d, k)).astype(dtype) for _ in range(4))
+    step = rng.uniform(size=k).astype(dtype)
+    beta = rng.uniform(size=k).astype(dtype)
+    tol = tolerance(dtype)
+
+    curv = np.empty(k)
+    expected_HW = HW + 0.3 * DW
+    cg_curvature(HW, DW, 0.3, curv)
+    assert_allclose(HW, expected_HW, **tol)
+    assert_allclose(curv, (DW * expected_HW).sum(axis=0), **tol)
+
+    rr = np.empty(k)
+    expected_PW = PW.copy()
+    expected_PW[:, cols] += step * DW
+    expected_RW = RW - step * HW
+    cg_advance(PW, cols, DW, RW, HW, step, rr)
+    assert_allclose(PW, expected_PW, **tol)
+    assert_allclose(RW, expected_RW, **tol)
+    assert_allclose(rr, (expected_RW**2).sum(axis=0), **tol)
+
+    expected_DW = ZW + beta * DW
+    cg_direction(DW, ZW, beta)
+    assert_allclose(DW, expected_DW, **tol)
+
+    with pytest.raises(ValueError, match="out of range"):
+        cg_advance(PW, np.array([0, 1, 2, 3, k_all], dtype=np.intp), DW, RW, HW, step, rr)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        cg_direction(DW, np.ascontiguousarray(ZW[:, :2]), beta)
