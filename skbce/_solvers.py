@@ -415,7 +415,9 @@ class LinearBCE:
         if self._csr is not None:
             return self._sparse_product(False, D, square=True)
         out = np.zeros((self.n_features, D.shape[1]), dtype=self.dtype)
-        step = max(1, 2**20 // max(1, self.n_features))  # bound the temporary
+        # The squared block is a temporary: 256 KiB of it, so that it never
+        # rivals X itself (a whole scene-sized X squared was 2.9 MB).
+        step = max(16, 2**18 // (self.dtype.itemsize * max(1, self.n_features)))
         for start in range(0, self.n_samples, step):
             block = self.X[start:start + step]
             out += (block * block).T @ D[start:start + step]
