@@ -387,9 +387,10 @@ def test_property_probabilities(data, shape):
     loss = binary_cross_entropy(y, p, reduction="none")
     assert np.all(loss >= 0) and np.all(np.isfinite(loss))
     assert_allclose(loss, reference_bce(y, p, reduction="none"), rtol=1e-12, atol=1e-15)
-    # Symmetry, on a p whose complement is exact: 1 - p itself rounds, and
-    # for a tiny p that rounding alone changes log(p) in the 4th digit.
-    p = 1 - (1 - p)
+    # Symmetry, on a y and a p whose complements are exact: 1 - p itself
+    # rounds, and for a tiny p that rounding alone changes log(p) in the 4th
+    # digit (as it changes a tiny y's weight in the 11th).
+    y, p = 1 - (1 - y), 1 - (1 - p)
     assert binary_cross_entropy(y, p) == pytest.approx(
         binary_cross_entropy(1 - y, 1 - p), rel=1e-12, abs=1e-15
     )
