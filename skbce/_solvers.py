@@ -39,6 +39,7 @@ import numpy as np
 from scipy import optimize, sparse
 from scipy import linalg
 from scipy.linalg import blas
+from sklearn import get_config
 from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._bce import bce_pass
@@ -184,10 +185,10 @@ class LinearBCE:
     def gram_eig(self):
         """Eigendecomposition of ``A.T S A``, ``A = [X, 1]``, for a small dense X.
 
-        None when ``X`` is sparse or has more than ``GRAM_MAX_FEATURES``
-        features. Computed once and cached.
+        None unless :meth:`gram_bytes` says it is used. Computed once and
+        cached.
         """
-        if sparse.issparse(self.X) or self.n_features > GRAM_MAX_FEATURES:
+        if not self.gram_bytes():
             return None
         if "gram" not in self._cache:
             d = self.n_features
@@ -220,11 +221,18 @@ class LinearBCE:
         return self._cache["gram"]
 
     def gram_bytes(self):
-        """Peak bytes of :meth:`gram_eig` (the matrix and its eigenvectors), 0 if unused."""
+        """Peak bytes of :meth:`gram_eig` (the matrix and its eigenvectors), 0 if unused.
+
+        The Gram preconditioner is used for a dense ``X`` of at most
+        ``GRAM_MAX_FEATURES`` features whose eigendecomposition fits in
+        scikit-learn's ``working_memory``; otherwise CG takes the diagonal
+        one, slower but with no ``d x d`` arrays.
+        """
         if sparse.issparse(self.X) or self.n_features > GRAM_MAX_FEATURES:
             return 0
         m = self.n_features + 1 if self.fit_intercept else self.n_features
-        return 2 * self._gram_dtype().itemsize * m * m
+        size = 2 * self._gram_dtype().itemsize * m * m
+        return size if size <= _working_memory_bytes() else 0
 
     def _gram_dtype(self):
         """float32 for the preconditioner of all but a few features.
@@ -415,9 +423,11 @@ class LinearBCE:
         if self._csr is not None:
             return self._sparse_product(False, D, square=True)
         out = np.zeros((self.n_features, D.shape[1]), dtype=self.dtype)
-        # The squared block is a temporary: 256 KiB of it, so that it never
-        # rivals X itself (a whole scene-sized X squared was 2.9 MB).
-        step = max(16, 2**18 // (self.dtype.itemsize * max(1, self.n_features)))
+        # The squared block is a temporary: 256 KiB of it (less if
+        # working_memory says so), so that it never rivals X itself (a whole
+        # scene-sized X squared was 2.9 MB).
+        size = min(2**18, _working_memory_bytes())
+        step = max(16, size // (self.dtype.itemsize * max(1, self.n_features)))
         for start in range(0, self.n_samples, step):
             block = self.X[start:start + step]
             out += (block * block).T @ D[start:start + step]
@@ -620,6 +630,11 @@ CG_QUORUM = 0.75
 GRAM_MAX_FEATURES = 512  # dense X: precondition CG with the data's Gram matrix
 GRAM_FLOAT32_MIN_FEATURES = 64  # ... in float32 from this many features
 MIXED_PRECISION_MIN_WORK = 10_000_000  # multiply-adds of one product
+
+
+def _working_memory_bytes():
+    """scikit-learn's ``working_memory`` setting (MiB), in bytes."""
+    return int(get_config()["working_memory"] * 2**20)
 
 
 def _pcg(problem, D, gW, gb, cg_tol, max_cg):

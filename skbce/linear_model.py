@@ -10,7 +10,6 @@ import numpy as np
 from joblib import effective_n_jobs
 from scipy import sparse
 from scipy.special import expit, log_expit
-from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
@@ -222,7 +221,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     at most 512 features that of its preconditioner, the float32
     eigendecomposition of the ``(n_features + 1)``-square Gram matrix (at
     least 128 KiB; 1 MiB otherwise; at most scikit-learn's
-    ``working_memory`` setting) -- by working on that many
+    ``working_memory`` setting, and a Gram matrix that does not fit in it is
+    not formed) -- by working on that many
     labels at a time: with ``"newton-cg"`` a pool that converged labels
     leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
     against the chunk it is given, as :meth:`fit` would weigh it against
@@ -645,7 +645,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             size = max(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes, _MIN_MEMORY_BUDGET)
         else:
             size = max(X.nbytes, _MIN_MEMORY_BUDGET)
-        return min(size, get_config()["working_memory"] * 2**20)
+        return min(size, _solvers._working_memory_bytes())
 
     def _step_decay(self):
         return 10.0 * self.batch_size

@@ -192,6 +192,25 @@ def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     assert_allclose(small.coef_, model.fit(X, Y).coef_, atol=1e-7)
 
 
+def test_working_memory_too_small_for_the_gram_preconditioner(multilabel):
+    """A Gram eigendecomposition that exceeds working_memory is not formed."""
+    from sklearn import config_context
+
+    X, Y = multilabel
+    model = MultiLabelLogistic(tol=1e-9)
+    problem = model._problem(X, Y.astype(np.uint8), None, None)
+    m = X.shape[1] + 1
+    assert problem.gram_bytes() == 2 * 8 * m * m  # float64 below 64 features
+    assert problem.gram_eig()[1].shape == (m, m)
+    with config_context(working_memory=2 * 8 * m * m / 2**20 * 0.99):
+        problem = model._problem(X, Y.astype(np.uint8), None, None)
+        assert problem.gram_bytes() == 0
+        assert problem.gram_eig() is None
+        lean = clone(model).fit(X, Y)
+    assert_allclose(lean.coef_, model.fit(X, Y).coef_, atol=1e-7)
+    assert_allclose(lean.intercept_, model.intercept_, atol=1e-7)
+
+
 def test_convergence_warning_and_verbose(multilabel, capsys):
     X, Y = multilabel
     with pytest.warns(ConvergenceWarning, match="did not converge"):
