@@ -381,12 +381,17 @@ class LinearBCE:
                 out_b[:] = 0
             return out, out_b.astype(self.dtype)
         # Both products of a block of rows run while it is in cache.
+        # One buffer serves every block's ``U``: a fresh one per block
+        # would hold two blocks at once while the old one is replaced.
         V = np.asarray(V, dtype=self.dtype)
         HW = np.zeros((self.n_features, k), dtype=self.dtype)
         Hb = np.zeros(k, dtype=self.dtype)
-        for rows in self._row_blocks(k):
+        blocks = self._row_blocks(k)
+        buffer = np.empty((min(blocks[0].stop, self.n_samples), k), dtype=self.dtype)
+        for rows in blocks:
             X_rows = self.X[rows]
-            U = X_rows @ V
+            U = buffer[:X_rows.shape[0]]
+            np.matmul(X_rows, V, out=U)
             if self.fit_intercept:
                 U += vb
             U *= D[rows]
@@ -423,10 +428,12 @@ class LinearBCE:
         if self._csr is not None:
             return self._sparse_product(False, D, square=True)
         out = np.zeros((self.n_features, D.shape[1]), dtype=self.dtype)
-        # The squared block is a temporary: 256 KiB of it (less if
-        # working_memory says so), so that it never rivals X itself (a whole
-        # scene-sized X squared was 2.9 MB).
-        size = min(2**18, _working_memory_bytes())
+        # The squared block is a temporary: at most 256 KiB of it, half the
+        # size of the logits (at least 32 KiB), and within working_memory, so
+        # that this one-off product never sets the fit's peak. (scene: a whole
+        # squared X was 2.9 MB; 256 KiB blocks, 0.45 MB peak; now 0.34 MB.)
+        half_logits = self.n_samples * len(self.active) * self.dtype.itemsize // 2
+        size = min(2**18, max(2**15, half_logits), _working_memory_bytes())
         step = max(16, size // (self.dtype.itemsize * max(1, self.n_features)))
         for start in range(0, self.n_samples, step):
             block = self.X[start:start + step]

@@ -173,6 +173,29 @@ def test_newton_cg_label_pool_gives_the_same_solution(multilabel):
     assert pooled.loss_curve[-1] == pytest.approx(whole.loss_curve[-1], rel=1e-10)
 
 
+def test_dense_products_over_row_blocks(monkeypatch):
+    """The dense Hessian and squared products, over ragged row blocks."""
+    from sklearn import config_context
+
+    from skbce import _solvers
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(203, 7))
+    D = rng.uniform(0.05, 0.25, size=(203, 3))
+    V, vb = rng.normal(size=(7, 3)), rng.normal(size=3)
+    problem = _solvers.LinearBCE(X, (rng.uniform(size=(203, 3)) < 0.4).astype(float),
+                                 None, None, 0.01, 0.0, True)
+    # 3 labels x 7 features x 16 rows per block: 13 blocks, the last of 11 rows.
+    monkeypatch.setattr(_solvers, "DENSE_BLOCK_WORK", 7 * 3 * 16)
+    assert len(problem._row_blocks(3)) == 13
+    HW, Hb = problem.hessp(V, vb, D)
+    U = D * (X @ V + vb)
+    assert_allclose(HW, X.T @ U, rtol=1e-12)
+    assert_allclose(Hb, U.sum(axis=0), rtol=1e-12)
+    with config_context(working_memory=1e-3):  # 1 KiB: 18-row squared blocks
+        assert_allclose(problem.squared_backward(D), (X * X).T @ D, rtol=1e-12)
+
+
 @pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
 def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     """scikit-learn's working_memory caps the solvers' working arrays."""
