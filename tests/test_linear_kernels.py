@@ -15,7 +15,7 @@ from scipy.special import expit, log_expit
 
 from skbce._linear_kernels import csr_hessp, csr_matmul, csr_matmul_t, logistic_derivatives
 
-LABEL_COUNTS = [1, 3, 4, 7, 8, 9, 16, 21]
+LABEL_COUNTS = [1, 2, 3, 4, 7, 8, 9, 16, 21]
 
 
 def random_csr(n, d, seed, density=0.3):
