@@ -109,10 +109,15 @@ class LinearBCE:
     fit_intercept : bool
     n_threads : int
         OpenMP threads for the loss kernel.
+    product_threads : int or None
+        OpenMP threads for the products with a sparse ``X`` (None: ``n_threads``).
+        Their work is ``X.nnz`` per label, not the ``(n_samples, n_labels)``
+        entries of the loss: a binary target on a large sparse ``X`` has few
+        loss entries but heavy products.
     """
 
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,
-                 n_threads=1, label_smoothing=0.0):
+                 n_threads=1, label_smoothing=0.0, product_threads=None):
         self.X = X
         self.XT = X.T
         self.dtype = np.dtype(X.dtype)
@@ -146,6 +151,7 @@ class LinearBCE:
         self.beta = float(beta)
         self.fit_intercept = fit_intercept
         self.n_threads = int(n_threads)
+        self.product_threads = self.n_threads if product_threads is None else int(product_threads)
         self._empty = np.empty(0, dtype=self.dtype)
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
         self._setup_products()
@@ -319,7 +325,7 @@ class LinearBCE:
             self._csr = (rows.indptr.astype(index, copy=False),
                          rows.indices.astype(index, copy=False),
                          np.ascontiguousarray(rows.data))
-            self._product_threads = self.n_threads if X.nnz >= 20_000 else 1
+            self._product_threads = self.product_threads if X.nnz >= 20_000 else 1
 
     def _sparse_product(self, forward, M, square=False):
         M = np.ascontiguousarray(M, dtype=self.dtype)

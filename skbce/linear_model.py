@@ -485,6 +485,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return _solvers.LinearBCE(
             X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
             label_smoothing=self.label_smoothing,
+            product_threads=self._kernel_threads(X.nnz) if sparse.issparse(X) else None,
         )
 
     def _kernel_threads(self, n_entries):
