@@ -151,10 +151,9 @@ class LinearBCE:
         self.beta = float(beta)
         self.fit_intercept = fit_intercept
         self.n_threads = int(n_threads)
-        self.product_threads = self.n_threads if product_threads is None else int(product_threads)
         self._empty = np.empty(0, dtype=self.dtype)
         self._empty2 = np.empty((0, 0), dtype=self.dtype)
-        self._setup_products()
+        self._setup_products(self.n_threads if product_threads is None else int(product_threads))
         # What depends on X alone (the float32 twin, the Gram matrix) is
         # computed once and shared with the subproblems of label blocks.
         self._cache = {}
@@ -309,7 +308,7 @@ class LinearBCE:
 
     # -- model pieces -------------------------------------------------------
 
-    def _setup_products(self):
+    def _setup_products(self, threads):
         """How ``X @ W`` and ``X.T @ G`` are computed, chosen once.
 
         A sparse ``X`` goes to the kernels of :mod:`skbce._linear_kernels` as
@@ -325,7 +324,7 @@ class LinearBCE:
             self._csr = (rows.indptr.astype(index, copy=False),
                          rows.indices.astype(index, copy=False),
                          np.ascontiguousarray(rows.data))
-            self._product_threads = self.product_threads if X.nnz >= 20_000 else 1
+            self._product_threads = threads if X.nnz >= 20_000 else 1
 
     def _sparse_product(self, forward, M, square=False):
         M = np.ascontiguousarray(M, dtype=self.dtype)
