@@ -73,7 +73,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     ``LogisticRegression``: ``classes_`` holds the two labels and
     ``predict_proba`` has two columns), a 2-D 0/1 multi-label indicator
     matrix, or *soft* targets: probabilities in [0, 1], 1-D or 2-D, such as
-    the fraction of annotators who said yes.
+    the fraction of annotators who said yes. A one-column 2-D target
+    (``y.reshape(-1, 1)``, ``df[["target"]]``) is a 1-D target, as for
+    :class:`~sklearn.multiclass.OneVsRestClassifier`.
 
     Read more in the :ref:`User Guide <choosing_a_solver>`.
 
@@ -171,8 +173,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray
-        For 1-D targets the two class labels (``[0, 1]`` for soft targets);
-        for 2-D targets the label indices ``arange(n_labels)``, as
+        For 1-D (and one-column) targets the two class labels (``[0, 1]`` for
+        soft targets); for 2-D targets of two or more labels the label
+        indices ``arange(n_labels)``, as
         :class:`~sklearn.multiclass.OneVsRestClassifier` has.
 
     coef_ : ndarray of shape (n_labels, n_features) or (1, n_features)
@@ -344,6 +347,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         if sparse.issparse(y):
             y = y.toarray()
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            # A column vector (y.reshape(-1, 1), df[["target"]]) is one binary
+            # target, as for OneVsRestClassifier: classes_ then holds its two
+            # classes. Label indices ([0]) would read, to anything that looks
+            # at classes_ (scorers), as "only class 0 was seen in training".
+            y = y[:, 0]
         if y.ndim == 1:
             y_type = type_of_target(y, input_name="y", raise_unknown=True)
             if y_type == "continuous":
@@ -375,7 +384,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                         "MultiLabelLogistic needs samples of at least 2 classes in a "
                         f"1-D target, but the data contains only one class: "
                         f"{labels[0]!r}. Pass classes= to partial_fit, or a 2-D "
-                        "target to fit a label that is constant."
+                        "target of two or more labels to fit a label that is constant."
                     )
                 Y = (y == labels[1]).astype(np.float64)
             elif y_type in ("multiclass",):
@@ -676,8 +685,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             Its targets, as for :meth:`fit`.
 
         classes : array-like, default=None
-            For 1-D targets, the two class labels; needed on the first call
-            unless that chunk holds both. For 2-D targets, optional: the
+            For 1-D (and one-column) targets, the two class labels; needed
+            on the first call unless that chunk holds both. For 2-D targets, optional: the
             label indices (only its length is checked). Ignored after the
             first call.
 

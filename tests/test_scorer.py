@@ -21,6 +21,7 @@ from sklearn.model_selection import (
     GridSearchCV,
     KFold,
     RandomizedSearchCV,
+    StratifiedKFold,
     cross_validate,
 )
 from sklearn.multiclass import OneVsRestClassifier
@@ -902,3 +903,86 @@ def test_sparse_and_column_vector_targets():
     assert bce_scorer(single, X, Y[:, :1]) == pytest.approx(
         -numpy_bce(Y[:, :1], P.reshape(-1)[:, None] if P.ndim == 1 else P[:, -1:])
     )
+
+
+# ---------------------------------------------------------------------------
+# One-column 2-D targets: y.reshape(-1, 1), df[["target"]]
+# ---------------------------------------------------------------------------
+
+
+def breast_cancer_scaled():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def one_column(y, container):
+    if container == "pandas":
+        pd = pytest.importorskip("pandas")
+        return pd.DataFrame({"target": y})[["target"]]
+    return y.reshape(-1, 1)
+
+
+def positive_proba_by_hand(model, X):
+    """P(y = 1) from predict_proba, reading the class order off classes_."""
+    proba = model.predict_proba(X)
+    if isinstance(proba, list):  # MultiOutputClassifier: one output
+        (proba,), (classes,) = proba, model.classes_
+        return proba[:, list(classes).index(1)]
+    if proba.shape[1] == 2:
+        return proba[:, list(model.classes_).index(1)]
+    # One column per label of a multi-label indicator matrix.
+    assert proba.shape[1] == 1
+    return proba[:, 0]
+
+
+ONE_COLUMN_ESTIMATORS = {
+    "multilabel_logistic": multilabel_logistic,
+    "one_vs_rest": lambda: OneVsRestClassifier(LogisticRegression()),
+    "multi_output": lambda: MultiOutputClassifier(LogisticRegression()),
+    "random_forest": lambda: RandomForestClassifier(n_estimators=8, random_state=0),
+    "k_neighbors": lambda: KNeighborsClassifier(),
+}
+
+
+@pytest.mark.filterwarnings("ignore:A column-vector y was passed")
+@pytest.mark.parametrize("container", ["numpy", "pandas"])
+@pytest.mark.parametrize("name", ONE_COLUMN_ESTIMATORS)
+def test_one_column_target_scores_the_bce_of_predict_proba(name, container):
+    X, y = breast_cancer_scaled()
+    Y1 = one_column(y, container)
+    model = ONE_COLUMN_ESTIMATORS[name]().fit(X, Y1)
+    expected = -numpy_bce(y, positive_proba_by_hand(model, X))
+    assert bce_scorer(model, X, Y1) == pytest.approx(expected, rel=1e-9)
+    assert bce_scorer(model, X, y) == pytest.approx(expected, rel=1e-9)
+    if name != "multi_output":  # which needs a 2-D target
+        # The same model as from the 1-D target, so the same score.
+        flat = ONE_COLUMN_ESTIMATORS[name]().fit(X, y)
+        assert bce_scorer(flat, X, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_one_column_target_grid_search_picks_the_one_d_choice():
+    from skbce import MultiLabelLogistic
+
+    X, y = breast_cancer_scaled()
+    grid = {"C": [1e-4, 1e-2, 1.0, 100.0]}
+    searches = {
+        shape: GridSearchCV(MultiLabelLogistic(), grid, scoring=bce_scorer).fit(X, target)
+        for shape, target in [("1-D", y), ("column", y.reshape(-1, 1))]
+    }
+    one_d, column = searches["1-D"], searches["column"]
+    scores = column.cv_results_["mean_test_score"]
+    assert len(np.unique(scores)) == len(grid["C"])
+    np.testing.assert_allclose(scores, one_d.cv_results_["mean_test_score"], rtol=1e-9)
+    assert column.best_params_ == one_d.best_params_
+    assert column.best_params_["C"] != 1e-4
+    # Each split's score is the BCE of the refitted model, computed by hand
+    # (GridSearchCV splits a classifier's data with StratifiedKFold).
+    best = column.best_index_
+    for s, (train, test) in enumerate(StratifiedKFold(n_splits=5).split(X, y)):
+        fitted = MultiLabelLogistic(**column.best_params_).fit(X[train], y[train, None])
+        expected = -numpy_bce(y[test], positive_proba_by_hand(fitted, X[test]))
+        assert column.cv_results_[f"split{s}_test_score"][best] == pytest.approx(
+            expected, rel=1e-9
+        )
