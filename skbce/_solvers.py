@@ -1290,24 +1290,29 @@ def sgd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0, batch_size=256,
 SOLVERS = {"gd": gradient_descent, "lbfgs": lbfgs, "newton-cg": newton_cg}
 
 
-def label_block_size(problem, budget_bytes):
+def label_block_size(problem, budget_bytes, solver="newton-cg"):
     """Labels solved at once so that the solvers' working arrays fit ``budget_bytes``.
 
     Per label, newton-cg holds about three values per sample at once (the
     logits, the logit gradient and the curvature -- float32 when the
     conjugate gradient is -- or, later, the trial logits of the line search)
     and ten coefficient-sized vectors (the iterate, the gradient and the
-    conjugate gradient's). Labels are independent problems,
+    conjugate gradient's); gd about eight per sample (the logits at the
+    iterate, the extrapolated and the trial points, their gradient and the
+    momentum's temporaries); lbfgs three. Labels are independent problems,
     so working on fewer at once bounds the memory at the cost of narrower
     (less efficient) sweeps over ``X``. The result is a multiple of 8, the
     labels a vector register holds in the sparse kernels.
     """
     itemsize = problem.dtype.itemsize
-    curvature = 4 if problem.mixed_precision_cg() else itemsize
-    per_label = ((2 * itemsize + curvature) * problem.n_samples
-                 + 10 * itemsize * problem.n_features)
+    if solver == "newton-cg":
+        curvature = 4 if problem.mixed_precision_cg() else itemsize
+        per_sample = 2 * itemsize + curvature
+    else:
+        per_sample = (8 if solver == "gd" else 3) * itemsize
+    per_label = per_sample * problem.n_samples + 10 * itemsize * problem.n_features
     size = int(budget_bytes // max(per_label, 1))
-    if size >= 8:
+    if 8 <= size < problem.n_labels:
         size -= size % 8
     return int(max(1, min(problem.n_labels, size)))
 

@@ -35,11 +35,12 @@ _MIN_ENTRIES_PER_THREAD = 20_000
 _SMALL_DENSE = 2**20
 # Labels per joint L-BFGS-B problem.
 _LBFGS_BLOCK = 16
-# Working memory a fit may use however small X is (bytes).
-_MIN_MEMORY_BUDGET = 2**20
-# The same, for newton-cg's pool of labels on a small dense X: there the
-# labels' arrays, not X, set the peak memory (the preconditioner aside).
-_MIN_POOL_BUDGET = 2**17
+# The memory rule: the extra memory a fit allocates stays within
+# ``bytes(X) + 4 * n_samples * n_labels * 8 + _MEMORY_SLACK`` -- the logits
+# of all labels, their gradient, the curvature and one trial set, the size
+# of X (for its float32 twin and the products' buffers) and a constant for
+# the small arrays -- and within scikit-learn's ``working_memory``.
+_MEMORY_SLACK = 32 * 2**20
 
 
 @lru_cache(maxsize=1)
@@ -219,14 +220,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     -----
     ``X`` may be dense or sparse (CSR or CSC; never densified or copied);
     float32 data are trained in float32. The solvers' working memory grows
-    with ``n_samples * n_labels``; it is held to about what the fit needs
-    anyway -- the size of ``X``, or for ``"newton-cg"`` on a dense ``X`` with
-    at most 512 features that of its preconditioner, the float32
-    eigendecomposition of the ``(n_features + 1)``-square Gram matrix (at
-    least 128 KiB; 1 MiB otherwise; at most scikit-learn's
-    ``working_memory`` setting, and a Gram matrix that does not fit in it is
-    not formed) -- by working on that many
-    labels at a time: with ``"newton-cg"`` a pool that converged labels
+    with ``n_samples * n_labels``: a fit allocates at most about ``bytes(X) +
+    4 * n_samples * n_labels * 8 bytes + 32 MiB`` beyond its inputs, and
+    within scikit-learn's ``working_memory`` setting when that is lower, by
+    working on fewer labels at a time -- with ``"newton-cg"`` a pool that
+    converged labels
     leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
     against the chunk it is given, as :meth:`fit` would weigh it against
     that chunk alone: over ``m`` equal chunks of a dataset this is the
@@ -611,7 +609,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 self._sgd_rng = rng
             else:
                 budget = self._memory_budget(X, problem, solver)
-                block = _solvers.label_block_size(problem, budget)
+                block = _solvers.label_block_size(problem, budget, solver)
                 options = dict(tol=self.tol, max_iter=self.max_iter, verbose=self.verbose)
                 if solver == "newton-cg":
                     # A pool of labels: those that converge make room for the next.
@@ -642,23 +640,25 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _memory_budget(X, problem, solver):
-        """Bytes the solvers' working arrays may take.
+        """Bytes the solvers' per-label working arrays may take.
 
-        About what the fit needs anyway, and never more than scikit-learn's
-        ``working_memory`` setting: with newton-cg on a small dense ``X``,
-        the eigendecomposition of its preconditioner (at least
-        ``_MIN_POOL_BUDGET``) -- a larger pool of labels would raise the
-        peak memory, a smaller one save little; otherwise the size of ``X``
-        itself (at least ``_MIN_MEMORY_BUDGET``).
+        The memory rule's allowance (``_MEMORY_SLACK``, above) less what the
+        fit holds whatever the number of labels at once: the float32 twin of
+        a dense ``X`` (newton-cg's mixed precision) and the Gram
+        preconditioner. Never more than scikit-learn's ``working_memory``
+        setting: a user who sets it low trades time for memory (fewer labels
+        at a time, each sweep over ``X`` serving fewer of them).
         """
-        gram = problem.gram_bytes() if solver == "newton-cg" else 0
-        if gram:
-            size = max(gram, _MIN_POOL_BUDGET)
-        elif sparse.issparse(X):
-            size = max(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes, _MIN_MEMORY_BUDGET)
+        if sparse.issparse(X):
+            x_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
         else:
-            size = max(X.nbytes, _MIN_MEMORY_BUDGET)
-        return min(size, _solvers._working_memory_bytes())
+            x_bytes = X.nbytes
+        allowed = x_bytes + 4 * problem.n_samples * problem.n_labels * 8 + _MEMORY_SLACK
+        if solver == "newton-cg":
+            allowed -= problem.gram_bytes()
+            if problem.mixed_precision_cg() and not sparse.issparse(X):
+                allowed -= X.size * 4
+        return max(0, min(allowed, _solvers._working_memory_bytes()))
 
     def _step_decay(self):
         return 10.0 * self.batch_size

@@ -215,6 +215,51 @@ def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     assert_allclose(small.coef_, model.fit(X, Y).coef_, atol=1e-7)
 
 
+def test_memory_rule_pools_all_labels_of_a_tall_dense_x(monkeypatch):
+    """newton-cg takes every label at once where the old budget pooled one.
+
+    6000 x 120 dense, 16 labels: the previous budget (the Gram
+    preconditioner's 128 KiB) held one label's arrays; the memory rule
+    (bytes(X) + 4 n k 8 + 32 MiB) holds all of them, and the fit's peak stays
+    within the rule's first two terms. working_memory, set lower, still caps it.
+    """
+    import tracemalloc
+
+    from sklearn import config_context
+
+    from skbce import _solvers
+
+    rng = np.random.default_rng(0)
+    n, d, k = 6000, 120, 16
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    Y = (X @ rng.normal(size=(d, k)) * 0.3 + rng.logistic(size=(n, k)) > 1).astype(np.int8)
+    pools = []
+    solve = _solvers.newton_cg
+
+    def spy(*args, pool_size=None, **kwargs):
+        pools.append(pool_size)
+        return solve(*args, pool_size=pool_size, **kwargs)
+
+    monkeypatch.setattr(_solvers, "newton_cg", spy)
+    model = MultiLabelLogistic(tol=1e-8)
+    problem = model._problem(X, Y.astype(np.uint8), None, None)
+    assert problem.mixed_precision_cg() and problem.gram_bytes() <= 2**17
+    old_budget = 2**17
+    assert _solvers.label_block_size(problem, old_budget) == 1
+    model.fit(X, Y)  # warm-up: imports and caches are no part of a fit's memory
+    tracemalloc.start()
+    model.fit(X, Y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert pools[-1] == k
+    assert peak <= X.nbytes + 4 * n * k * 8
+    with config_context(working_memory=1):  # 1 MiB: eight labels at a time
+        lean = clone(model).fit(X, Y)
+    assert pools[-1] == 8
+    assert_allclose(lean.coef_, model.coef_, atol=1e-6)
+
+
 def test_working_memory_too_small_for_the_gram_preconditioner(multilabel):
     """A Gram eigendecomposition that exceeds working_memory is not formed."""
     from sklearn import config_context
