@@ -26,6 +26,7 @@ from threadpoolctl import ThreadpoolController
 
 from skbce import _solvers
 from skbce._bce import max_threads
+from skbce._dispatch import is_dask_collection
 
 __all__ = ["MultiLabelLogistic"]
 
@@ -766,6 +767,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,) or (n_samples, n_labels)
             1-D for 1-D targets, as ``LogisticRegression`` returns.
         """
+        if is_dask_collection(X):
+            return self._blockwise(self.decision_function, X)
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                           dtype=[np.float64, np.float32])
@@ -788,6 +791,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             For 1-D targets the probabilities of ``classes_[0]`` and
             ``classes_[1]``; for multi-label targets one column per label.
         """
+        if is_dask_collection(X):
+            return self._blockwise(self.predict_proba, X)
         scores = self.decision_function(X)
         if self._one_d:
             return np.column_stack([expit(-scores), expit(scores)])
@@ -805,10 +810,19 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         -------
         log_proba : ndarray of shape (n_samples, 2) or (n_samples, n_labels)
         """
+        if is_dask_collection(X):
+            return self._blockwise(self.predict_log_proba, X)
         scores = self.decision_function(X)
         if self._one_d:
             return np.column_stack([log_expit(-scores), log_expit(scores)])
         return log_expit(scores)
+
+    def _blockwise(self, method, X):
+        """``method`` on each block of rows of a dask array ``X``: a lazy dask array."""
+        from skbce._dask import predict_blockwise
+
+        check_is_fitted(self)
+        return predict_blockwise(method, X, self.n_features_in_)
 
     def _threshold(self, n_labels):
         threshold = np.asarray(self.threshold, dtype=np.float64)
@@ -835,6 +849,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             Class labels from ``classes_`` for 1-D targets; a 0/1 indicator
             matrix (of the training targets' dtype) for 2-D targets.
         """
+        if is_dask_collection(X):
+            return self._blockwise(self.predict, X)
         scores = self.decision_function(X)
         n_labels = 1 if self._one_d else scores.shape[1]
         threshold = self._threshold(n_labels)

@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions, valid
 from sklearn.utils.validation import _check_sample_weight
 
 from skbce._bce import bce_pass, max_threads
+from skbce._dispatch import is_dask_collection
 from skbce._validation import count_outside
 
 __all__ = ["binary_cross_entropy", "bce_gradient", "bce_loss_and_gradient"]
@@ -333,6 +334,11 @@ class _Problem:
 
 
 def _evaluate(y_true, y_pred, want_loss, want_gradient, *, reduction, axis, **options):
+    if is_dask_collection(y_true, y_pred, options["sample_weight"]):
+        from skbce._dask import evaluate  # lazy, blockwise
+
+        return evaluate(y_true, y_pred, want_loss, want_gradient, reduction=reduction,
+                        axis=axis, **options)
     problem = _Problem(y_true, y_pred, **options)
     one_label = len(problem.target_shape) == 1
     if reduction == "none" and axis is not None:

@@ -1,11 +1,13 @@
-"""Scale-out on dask (the optional extra ``skbce[dask]``).
+"""Scale-out on dask (the optional extra ``skbce[dask]``), on one local cluster.
 
-A grid search run on a two-process ``distributed.LocalCluster`` through
-joblib's dask backend must agree with the local run, and
-``dask_ml.wrappers.Incremental`` must train ``MultiLabelLogistic(solver="sgd")``
+On a two-process ``distributed.LocalCluster``: the loss functions and the
+predictions on dask arrays are lazy and equal the in-memory ones; a grid
+search through joblib's dask backend agrees with the local run, and
+``dask_ml.wrappers.Incremental`` trains ``MultiLabelLogistic(solver="sgd")``
 block by block to the test BCE of an in-memory fit.
 """
 
+import itertools
 import logging
 
 import numpy as np
@@ -19,7 +21,15 @@ import joblib  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold, train_test_split  # noqa: E402
 
-from skbce import MultiLabelLogistic, bce_scorer, binary_cross_entropy  # noqa: E402
+from scipy import sparse  # noqa: E402
+
+from skbce import (  # noqa: E402
+    MultiLabelLogistic,
+    bce_gradient,
+    bce_loss_and_gradient,
+    bce_scorer,
+    binary_cross_entropy,
+)
 
 # Yes/no tags of the digit each image shows: even, prime, at least 5, closed loop.
 TAGS = [(0, 2, 4, 6, 8), (2, 3, 5, 7), (5, 6, 7, 8, 9), (0, 6, 8, 9)]
@@ -95,3 +105,102 @@ def test_incremental_sgd_over_blocks_matches_in_memory_fit(client, digits):
         model.partial_fit(X_blocks, Y_blocks)
     blockwise = binary_cross_entropy(Y_test, model.estimator_.predict_proba(X_test))
     assert abs(blockwise - in_memory) < 0.01, (blockwise, in_memory)
+
+
+# -- the loss on dask arrays ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loss_data():
+    """Targets (hard and soft), probabilities and weights; a block of zero weights."""
+    rng = np.random.default_rng(0)
+    n, k = 103, 4
+    Y = (rng.random((n, k)) < 0.4).astype(np.float64)
+    Y[:5] = rng.random((5, k))
+    P = rng.random((n, k))
+    sample_weight = rng.random(n)
+    sample_weight[20:40] = 0.0
+    return Y, P, sample_weight, rng.random(k)
+
+
+REDUCTIONS = [("mean", None), ("mean", 0), ("mean", 1), ("sum", None), ("sum", 0),
+              ("sum", 1), ("none", None)]
+
+
+@pytest.mark.parametrize("reduction, axis", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_loss_on_dask_arrays_is_lazy_and_equals_in_memory(
+        client, loss_data, reduction, axis, weighted, from_logits):
+    Y, P, sample_weight, label_weight = loss_data
+    options = dict(reduction=reduction, axis=axis, from_logits=from_logits,
+                   label_weight=label_weight, pos_weight=2.0, label_smoothing=0.1)
+    sw = sample_weight if weighted else None
+    loss, grad = bce_loss_and_gradient(Y, P, sample_weight=sw, **options)
+    # Uneven blocks, chunked along labels too, and not the same for each array.
+    dY = da.from_array(Y, chunks=(17, 2))
+    dP = da.from_array(P, chunks=(30, 4))
+    dsw = None if sw is None else da.from_array(sw, chunks=20)
+    lazy_loss, lazy_grad = bce_loss_and_gradient(dY, dP, sample_weight=dsw, **options)
+    assert isinstance(lazy_loss, da.Array) and isinstance(lazy_grad, da.Array)
+    np.testing.assert_allclose(lazy_loss.compute(), loss, rtol=1e-12)
+    np.testing.assert_allclose(lazy_grad.compute(), grad, rtol=1e-12)
+    # One dask argument is enough; the others are matched to its blocks.
+    np.testing.assert_allclose(
+        binary_cross_entropy(Y, dP, sample_weight=sw, **options).compute(), loss, rtol=1e-12)
+    np.testing.assert_allclose(
+        bce_gradient(dY, P, sample_weight=dsw, **options).compute(), grad, rtol=1e-12)
+
+
+def test_loss_of_two_column_predictions_on_dask(client, loss_data):
+    Y, P, _, _ = loss_data
+    y = Y[:, 0] >= 0.5
+    proba = np.column_stack([1 - P[:, 0], P[:, 0]])
+    dy, dproba = da.from_array(y, chunks=25), da.from_array(proba, chunks=(40, 1))
+    assert binary_cross_entropy(dy, dproba).compute() == pytest.approx(
+        binary_cross_entropy(y, proba), rel=1e-12)
+    np.testing.assert_allclose(bce_gradient(dy, dproba).compute(), bce_gradient(y, proba),
+                               rtol=1e-12)
+
+
+def test_loss_on_dask_reports_invalid_input(client, loss_data):
+    Y, P, sample_weight, _ = loss_data
+    bad = Y.copy()
+    bad[50, 1] = 1.5
+    with pytest.raises(ValueError, match="y_true must lie in"):
+        binary_cross_entropy(da.from_array(bad, chunks=30), P).compute()
+    with pytest.raises(ValueError, match="sample_weight must not be all zero"):
+        binary_cross_entropy(Y, da.from_array(P, chunks=30),
+                             sample_weight=np.zeros(len(Y))).compute()
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        binary_cross_entropy(da.from_array(Y[:, :2], chunks=30), P)
+    unknown = da.from_array(P, chunks=30)
+    unknown = unknown[unknown[:, 0] >= 0]
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        binary_cross_entropy(Y, unknown)
+
+
+# -- predictions on dask arrays ---------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["multi-label", "binary"])
+@pytest.mark.parametrize("chunk_kind", ["dense", "sparse"])
+def test_predictions_on_dask_are_lazy_and_equal_in_memory(client, digits, target, chunk_kind):
+    X_train, X_test, Y_train, _ = digits
+    y = Y_train if target == "multi-label" else np.where(Y_train[:, 0], "even", "odd")
+    model = MultiLabelLogistic(C=0.5).fit(X_train, y)
+    # Uneven row blocks, and split along the features (rechunked to whole rows).
+    X = da.from_array(X_test, chunks=((100, 250, 190), (40, 24)))
+    if chunk_kind == "sparse":
+        X = X.map_blocks(sparse.csr_matrix, dtype=X.dtype)
+    for method in ["decision_function", "predict_proba", "predict_log_proba", "predict"]:
+        lazy = getattr(model, method)(X)
+        expected = getattr(model, method)(X_test)
+        assert isinstance(lazy, da.Array), method
+        computed = lazy.compute()
+        assert computed.dtype == expected.dtype and computed.shape == expected.shape, method
+        if expected.dtype.kind == "f":
+            # (BLAS may block a product differently: logits near 0 differ in absolute terms.)
+            np.testing.assert_allclose(computed, expected, rtol=1e-12, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(computed, expected)
