@@ -308,6 +308,19 @@ class LinearBCE:
 
     # -- model pieces -------------------------------------------------------
 
+    def empty_logits(self, n_active):
+        """An uninitialised (n_samples, n_active) array of logits."""
+        return np.empty((self.n_samples, n_active), dtype=self.dtype)
+
+    @staticmethod
+    def compact(Z):
+        """A per-sample array (logits, their derivatives) in the kernels' layout.
+
+        The solvers hold such arrays only through this problem: a distributed
+        one keeps them on its workers (:mod:`skbce._dask_problem`).
+        """
+        return np.ascontiguousarray(Z)
+
     def _setup_products(self, threads):
         """How ``X @ W`` and ``X.T @ G`` are computed, chosen once.
 
@@ -734,7 +747,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
                 RW, Rb = np.ascontiguousarray(RW[:, keep]), Rb[keep]
                 DW, Db = np.ascontiguousarray(DW[:, keep]), Db[keep]
                 rz = rz[keep]
-                Dsub = np.ascontiguousarray(D[:, idx])
+                Dsub = problem.compact(D[:, idx])
             else:
                 # Dropping these labels would not make the products any
                 # narrower in vector registers: freeze them instead (a zero
@@ -765,7 +778,7 @@ def _try_step(problem, Z, XP, W, PW, f, f_new, t, slope, cols):
     logits on ``cols`` only.
     """
     tp = t[cols].astype(problem.dtype)
-    Zp = np.ascontiguousarray(Z[:, cols] + tp * XP)
+    Zp = problem.compact(Z[:, cols] + tp * XP)
     lp = problem.loss_grad_logits(Zp, want_grad=False, cols=cols)[0]
     fp = lp + problem.penalty(W[:, cols] + tp * PW[:, cols])
     ok = fp <= f[cols] + 1e-4 * t[cols] * slope[cols] + 1e-12 * np.abs(f[cols])
@@ -828,7 +841,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     W = labels.W_all[:, :0].copy()
     b = labels.b_all[:0].copy()
     f = np.zeros(0)
-    Z = np.empty((problem.n_samples, 0), dtype=dtype)
+    Z = problem.empty_logits(0)
     joined = np.zeros(0, dtype=int)  # iteration at which each active label joined
     curve = []
     it = 0
@@ -853,8 +866,8 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
                 gmax[keep]
             joined = joined[keep]
             # One at a time: each old array is freed before the next copy.
-            Z = np.ascontiguousarray(Z[:, keep])
-            D = np.ascontiguousarray(D[:, keep])
+            Z = problem.compact(Z[:, keep])
+            D = problem.compact(D[:, keep])
             if not keep.any():
                 del D
                 if len(waiting):
@@ -890,7 +903,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             keep = ~stuck
             labels.retire(keep, W, b, f, it - joined)
             W, b, f, joined = W[:, keep], b[keep], f[keep], joined[keep]
-            Z = np.ascontiguousarray(Z[:, keep])
+            Z = problem.compact(Z[:, keep])
         curve.append(labels.curve_value(f))
         progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0,
                  len(labels.active) + len(waiting))
@@ -915,7 +928,7 @@ def _start_logits(problem, W, b):
     """Logits at a starting point; no product for a cold start (``W = 0``)."""
     if W.any():
         return problem.linear(W, b)
-    Z = np.empty((problem.n_samples, W.shape[1]), dtype=problem.dtype)
+    Z = problem.empty_logits(W.shape[1])
     Z[...] = b if problem.fit_intercept else 0
     return Z
 
@@ -1064,8 +1077,8 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
             W, b, f, L, momentum_t = W[:, keep], b[keep], f[keep], L[keep], momentum_t[keep]
             had_momentum = had_momentum[keep]
             Wy, by = Wy[:, keep], by[keep]
-            Zx = np.ascontiguousarray(Zx[:, keep])
-            Zy = np.ascontiguousarray(Zy[:, keep])
+            Zx = problem.compact(Zx[:, keep])
+            Zy = problem.compact(Zy[:, keep])
     if len(labels.active):
         labels.finish(W, b, f, it)
     progress(it, curve[-1] if curve else 0.0, 0.0, len(labels.active), force=True)
