@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PUBLIC_MODULES = ["skbce.metrics", "skbce._scorer", "skbce.linear_model"]
+PUBLIC_MODULES = [
+    "skbce.metrics", "skbce._scorer", "skbce.linear_model", "skbce._logistic_cv",
+]
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 

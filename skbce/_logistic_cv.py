@@ -1,0 +1,597 @@
+"""MultiLabelLogisticCV: the regularisation of each label chosen by cross-validation.
+
+Design: a fold fits the whole path of ``Cs`` for *all* labels at once, from
+the strongest penalty to the weakest, each fit warm-started from the last --
+the labels' objectives are independent, so one joint fit per ``C`` gives
+every label its own path at the cost of one multi-label fit. The fold then
+scores every label at every ``C``; the choice is made per label from the
+mean over folds. A refit fits each group of labels that chose the same
+``C`` (at most ``len(Cs)`` joint fits), which is again exact because the
+labels do not interact.
+"""
+
+import warnings
+from numbers import Integral
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import check_cv
+from sklearn.utils import Bunch, _safe_indexing
+from sklearn.utils._available_if import available_if
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metadata_routing import (
+    MetadataRouter,
+    MethodMapping,
+    _raise_for_params,
+    _routing_enabled,
+    process_routing,
+)
+from sklearn.utils.validation import _check_method_params, check_is_fitted
+
+from skbce.linear_model import MultiLabelLogistic
+from skbce.metrics import binary_cross_entropy
+
+__all__ = ["MultiLabelLogisticCV"]
+
+# The parameters a fold's or the refit's MultiLabelLogistic takes as they are.
+_SHARED_PARAMS = (
+    "l1_ratio", "fit_intercept", "solver", "max_iter", "tol", "label_smoothing",
+    "threshold", "random_state",
+)
+
+
+def _never(self):
+    return False
+
+
+class _LabelOutputs(ClassifierMixin, BaseEstimator):
+    """A fitted model's output for some labels, as a classifier a scorer can call.
+
+    Scorers call ``predict``, ``predict_proba`` or ``decision_function`` of
+    an estimator; this one answers from logits computed once per fit (for
+    the test rows ``X_test``, recognised by identity) instead of recomputing
+    them for every label and scorer. ``label`` selects one label (a binary
+    classifier with ``classes``), or None for all of them.
+    """
+
+    def __init__(self, model, X_test, logits, label, classes, threshold, one_d):
+        self.model = model
+        self.X_test = X_test
+        self.logits = logits
+        self.label = label
+        self.classes = classes
+        self.threshold = threshold
+        self.one_d = one_d
+        self.classes_ = classes
+
+    def _binary(self):
+        return self.one_d or self.label is not None
+
+    def decision_function(self, X):
+        logits = self.logits if X is self.X_test else self.model.decision_function(X)
+        logits = logits.reshape(len(logits), -1)
+        if self.label is not None:
+            return logits[:, self.label]
+        return logits[:, 0] if self.one_d else logits
+
+    def predict_proba(self, X):
+        logits = self.decision_function(X)
+        if self._binary():
+            return np.column_stack([expit(-logits), expit(logits)])
+        return expit(logits)
+
+    def predict(self, X):
+        logits = self.decision_function(X)
+        threshold = self.threshold
+        if self.label is not None and np.ndim(threshold) == 1:
+            threshold = threshold[self.label]
+        positive = expit(logits) >= threshold
+        if self._binary():
+            return np.asarray(self.classes)[positive.astype(int)]
+        return positive.astype(int)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = not self._binary()
+        return tags
+
+
+def _fold_path(model, X, Y, y, sample_weight, train, test, Cs, scoring, per_label,
+               score_params, classes, one_d, keep_coefs):
+    """Fit the path of ``Cs`` (ascending) on one fold and score every step.
+
+    Returns the scores, of shape (n_Cs, n_labels) with ``per_label`` or
+    (n_Cs,) without, the iterations and the number of labels that did not
+    converge at each ``C``, and the path's coefficients if ``keep_coefs``.
+    """
+    X_train, X_test = _safe_indexing(X, train), _safe_indexing(X, test)
+    Y_train, Y_test = Y[train], Y[test]
+    sw_train = None if sample_weight is None else sample_weight[train]
+    sw_test = None if sample_weight is None else sample_weight[test]
+    score_params = _check_method_params(X, params=score_params, indices=test)
+    n_Cs, n_labels = len(Cs), Y.shape[1]
+    scores = np.empty((n_Cs, n_labels) if per_label else n_Cs)
+    n_iter = np.zeros(n_Cs, dtype=np.int64)
+    n_unconverged = np.zeros(n_Cs, dtype=np.int64)
+    coefs = np.empty((n_Cs, n_labels, X.shape[1])) if keep_coefs else None
+    intercepts = np.empty((n_Cs, n_labels)) if keep_coefs else None
+    for i, C in enumerate(Cs):
+        n_unconverged[i] = _fit_counting_unconverged(
+            model.set_params(C=C), X_train, Y_train, sw_train)
+        n_iter[i] = model.n_iter_
+        logits = np.reshape(model.decision_function(X_test), (len(test), -1))[:, :n_labels]
+        if keep_coefs:
+            coefs[i], intercepts[i] = model.coef_[:n_labels], model.intercept_[:n_labels]
+        if scoring is None:
+            # The negated BCE, weighted as the training objective is.
+            per_label_loss = binary_cross_entropy(
+                Y_test, logits, from_logits=True, sample_weight=sw_test, axis=0)
+            scores[i] = -per_label_loss if per_label else -np.mean(per_label_loss)
+        elif per_label:
+            for j in range(n_labels):
+                outputs = _LabelOutputs(model, X_test, logits, j, classes, model.threshold, one_d)
+                y_j = y[test] if one_d else Y_test[:, j]
+                scores[i, j] = scoring(outputs, X_test, y_j, **score_params)
+        else:
+            outputs = _LabelOutputs(model, X_test, logits, None, classes, model.threshold, one_d)
+            scores[i] = scoring(outputs, X_test, y[test], **score_params)
+    return scores, n_iter, n_unconverged, coefs, intercepts
+
+
+def _fit_labels(model, X, Y, sample_weight):
+    """Fit ``model`` to the label columns ``Y``, however many there are.
+
+    MultiLabelLogistic reads a single column as a 1-D binary target, which
+    must hold both classes; a label that is constant in the data is fitted
+    (as it would be among other labels) in a 2-D target, twice over: the
+    model's first row is then that label's.
+    """
+    if Y.shape[1] == 1 and np.all(Y == Y[0, 0]) and Y[0, 0] in (0, 1):
+        Y = np.repeat(Y, 2, axis=1)
+    return model.fit(X, Y, sample_weight=sample_weight)
+
+
+def _fit_counting_unconverged(model, X, Y, sample_weight):
+    """Fit ``model``; return the number of labels that did not converge.
+
+    The caller warns once for all its fits instead of each fit warning.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        _fit_labels(model, X, Y, sample_weight)
+    n_unconverged = 0
+    for warning in caught:
+        if not issubclass(warning.category, ConvergenceWarning):
+            warnings.warn_explicit(warning.message, warning.category,
+                                   warning.filename, warning.lineno)
+            continue
+        # "... did not converge for <n> of <k> label(s) ..."
+        words = str(warning.message).split()
+        try:
+            count = int(words[words.index("for") + 1])
+        except (ValueError, IndexError):
+            count = Y.shape[1]
+        n_unconverged = max(n_unconverged, count)
+    return n_unconverged
+
+
+class MultiLabelLogisticCV(MultiLabelLogistic):
+    """Multi-label logistic regression with ``C`` chosen per label by cross-validation.
+
+    For every fold, the whole path of ``Cs`` is fitted with warm starts --
+    all labels jointly, one :class:`MultiLabelLogistic` fit per ``C`` -- and
+    every label is scored on the held-out rows at every ``C``. Each label
+    then gets the ``C`` of its best mean score over the folds
+    (``per_label=True``), or all labels share the ``C`` of the best mean
+    score over labels and folds (``per_label=False``). With ``refit=True``
+    the model is refitted on all the data with the chosen ``C`` of each
+    label. It is otherwise a :class:`MultiLabelLogistic`: the same targets
+    (1-D binary labels, a 0/1 indicator matrix, soft targets), sparse ``X``,
+    ``sample_weight``, and the same prediction methods.
+
+    The labels' objectives do not interact, so a label's coefficients are
+    those :class:`MultiLabelLogistic` (or ``LogisticRegression``) would
+    fit on that label alone with its ``C``: for a binary target the choice is
+    that of ``LogisticRegressionCV`` given the same folds and scoring, while
+    all labels share each fit's passes over the data.
+
+    Read more in the :ref:`User Guide <cross_validation>`.
+
+    Parameters
+    ----------
+    Cs : int or array-like of shape (n_Cs,), default=10
+        The values of ``C`` (inverse regularisation strength) to try; an int
+        ``n`` means ``n`` values from 1e-4 to 1e4 on a log scale, as in
+        ``LogisticRegressionCV``. Each fold fits them in increasing order,
+        each fit starting from the previous solution.
+
+    cv : int, cross-validation generator or iterable, default=None
+        The splitting of the rows: None means 5-fold cross-validation; an int
+        the number of folds (stratified ``StratifiedKFold`` for a 1-D target,
+        ``KFold`` for a multi-label one, as ``check_cv`` decides); or a
+        splitter or an iterable of (train, test) index arrays.
+
+    scoring : str, callable or None, default=None
+        The score to maximise. None means minus the mean binary cross-entropy
+        of the held-out rows, weighted by ``sample_weight`` (the measure
+        :data:`skbce.bce_scorer` gives). A scorer name or a
+        ``scorer(estimator, X, y)`` callable is called once per label with
+        ``per_label=True`` -- with an estimator that acts as a binary
+        classifier of that label and that label's targets -- and once for
+        all labels otherwise.
+
+    per_label : bool, default=True
+        Whether each label gets its own ``C`` (``C_`` has one entry per
+        label) or all labels share one (``C_`` is a float).
+
+    refit : bool, default=True
+        Whether to refit on all the data with the chosen ``C``. If False,
+        ``coef_`` and ``intercept_`` are the means over the folds of the
+        fold models' coefficients at each label's chosen ``C`` (the path of
+        every fold is then kept until the choice is made: ``n_folds * n_Cs``
+        times the size of ``coef_``).
+
+    l1_ratio : float in [0, 1], default=0.0
+        The elastic-net mixing parameter, see :class:`MultiLabelLogistic`.
+
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept per label.
+
+    solver : {"auto", "newton-cg", "lbfgs", "gd", "sgd"}, default="auto"
+        The optimiser of every fit, see :class:`MultiLabelLogistic`.
+
+    tol : float, default=1e-4
+        Tolerance of each fit's stopping rule.
+
+    max_iter : int, default=1000
+        Maximum number of iterations of each fit.
+
+    pos_weight : float, array-like of shape (n_labels,), "balanced" or None, \
+            default=None
+        Weight of the positive term of the training loss; ``"balanced"`` is
+        resolved on each fold's training rows. The default score does not
+        use it.
+
+    label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of the training targets (not of the scored ones).
+
+    threshold : float or array-like of shape (n_labels,), default=0.5
+        :meth:`predict`'s probability threshold, one number or one per
+        label; also what a scorer that calls ``predict`` sees in the folds.
+
+    n_jobs : int, default=None
+        Number of folds fitted in parallel with joblib (None means 1 unless
+        in a :obj:`joblib.parallel_backend` context; -1 means all
+        processors). Each fit's kernels use the threads joblib leaves to
+        its worker; a dask backend spreads the folds over a cluster.
+
+    verbose : int, default=0
+        Print one line per fold with ``verbose>=1``; the fits' own progress
+        with ``verbose>=2``.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds ``solver="sgd"``; the folds come from ``cv`` (pass a shuffling
+        splitter to shuffle them).
+
+    Attributes
+    ----------
+    C_ : ndarray of shape (n_labels,) or float
+        The chosen ``C`` of each label (one entry for a 1-D target), or the
+        shared one with ``per_label=False``.
+
+    Cs_ : ndarray of shape (n_Cs,)
+        The values of ``C`` tried, in increasing order.
+
+    scores_ : ndarray of shape (n_folds, n_Cs, n_labels) or (n_folds, n_Cs)
+        The score of every fold and ``C`` (and label with
+        ``per_label=True``); greater is better.
+
+    coef_ : ndarray of shape (n_labels, n_features) or (1, n_features)
+        Coefficients of the features, one row per label.
+
+    intercept_ : ndarray of shape (n_labels,) or (1,)
+        Intercepts.
+
+    classes_ : ndarray
+        As for :class:`MultiLabelLogistic`: the two classes of a 1-D target,
+        ``arange(n_labels)`` for a 2-D one.
+
+    n_iter_ : ndarray of shape (n_folds, n_Cs)
+        Iterations of each fold's fit at each ``C`` (the maximum over the
+        labels).
+
+    refit_n_iter_ : int
+        Iterations of the refit (the maximum over its fits); 0 when
+        ``refit=False``.
+
+    pos_weight_ : ndarray of shape (n_labels,) or None
+        The positive-class weights of the refit (``"balanced"`` resolved on
+        all the data).
+
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :meth:`fit`. Defined only when ``X``
+        has feature names that are all strings.
+
+    See Also
+    --------
+    MultiLabelLogistic : The model with a given ``C``.
+    MultiLabelThresholdCV : Tune the decision threshold of each label.
+    sklearn.linear_model.LogisticRegressionCV : One binary or multiclass target.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_multilabel_classification
+    >>> from skbce import MultiLabelLogisticCV
+    >>> X, Y = make_multilabel_classification(n_samples=200, n_features=8,
+    ...                                       n_classes=3, random_state=0)
+    >>> model = MultiLabelLogisticCV(Cs=5, cv=3).fit(X, Y)
+    >>> model.Cs_
+    array([1.e-04, 1.e-02, 1.e+00, 1.e+02, 1.e+04])
+    >>> model.C_
+    array([0.01, 1.  , 1.  ])
+    >>> model.scores_.shape
+    (3, 5, 3)
+    >>> model.predict(X[:2])
+    array([[0, 1, 1],
+           [1, 0, 1]])
+    """
+
+    _parameter_constraints: dict = {
+        **{key: MultiLabelLogistic._parameter_constraints[key]
+           for key in _SHARED_PARAMS + ("pos_weight", "verbose")},
+        "Cs": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "cv": ["cv_object"],
+        "scoring": [StrOptions(set(get_scorer_names())), callable, None],
+        "per_label": ["boolean"],
+        "refit": ["boolean"],
+        "n_jobs": [Integral, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        Cs=10,
+        cv=None,
+        scoring=None,
+        per_label=True,
+        refit=True,
+        l1_ratio=0.0,
+        fit_intercept=True,
+        solver="auto",
+        tol=1e-4,
+        max_iter=1000,
+        pos_weight=None,
+        label_smoothing=0.0,
+        threshold=0.5,
+        n_jobs=None,
+        verbose=0,
+        random_state=None,
+    ):
+        self.Cs = Cs
+        self.cv = cv
+        self.scoring = scoring
+        self.per_label = per_label
+        self.refit = refit
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.pos_weight = pos_weight
+        self.label_smoothing = label_smoothing
+        self.threshold = threshold
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # A CV estimator is fitted in one go, as LogisticRegressionCV is.
+    partial_fit = available_if(_never)(MultiLabelLogistic.partial_fit)
+
+    def _candidate_Cs(self):
+        if isinstance(self.Cs, Integral):
+            return np.logspace(-4, 4, self.Cs)
+        Cs = np.asarray(self.Cs, dtype=np.float64)
+        if Cs.ndim != 1 or Cs.size == 0 or not np.all(Cs > 0):
+            raise ValueError(f"Cs must be a positive int or a 1-D array of positive values; "
+                             f"got {self.Cs!r}.")
+        return np.sort(Cs)
+
+    def _model(self, **params):
+        """A MultiLabelLogistic with this estimator's shared parameters."""
+        shared = {key: getattr(self, key) for key in _SHARED_PARAMS}
+        return MultiLabelLogistic(**shared, verbose=max(0, self.verbose - 1), **params)
+
+    def _scorer(self):
+        return None if self.scoring is None else check_scoring(self, scoring=self.scoring)
+
+    def _routed_params(self, sample_weight, params):
+        if _routing_enabled():
+            return process_routing(self, "fit", sample_weight=sample_weight, **params)
+        _raise_for_params(params, self, "fit")
+        # As LogisticRegressionCV does without routing: the scorer gets the
+        # sample weights the fits get.
+        score = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return Bunch(splitter=Bunch(split={}), scorer=Bunch(score=score))
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y, sample_weight=None, **params):
+        """Choose ``C`` by cross-validation, then fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data; CSR and CSC matrices are used as they are.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Binary labels, a 0/1 multi-label indicator matrix, or soft
+            targets in [0, 1].
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample, used by every fit and the
+            default score; also passed to a ``scoring`` scorer (with metadata
+            routing enabled: if the scorer requests it).
+
+        **params : dict
+            With metadata routing enabled, metadata for the splitter (e.g.
+            ``groups``) and the scorer.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X, y = self._validate_X_y(X, y, reset=True)
+        Y = self._encode_targets(y, None, X.dtype.type, first=True)
+        sample_weight = self._sample_weight(sample_weight, X)
+        self._resolved_solver()  # rejects a solver that cannot take l1_ratio
+        Cs = self._candidate_Cs()
+        routed = self._routed_params(sample_weight, params)
+        folds = list(check_cv(self.cv, y, classifier=True).split(X, y, **routed.splitter.split))
+        scorer = self._scorer()
+        keep_coefs = not self.refit
+        paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(_fold_path)(
+                self._model(warm_start=True), X, Y, y, sample_weight, train, test, Cs,
+                scorer, self.per_label, routed.scorer.score, self.classes_, self._one_d,
+                keep_coefs,
+            )
+            for train, test in folds
+        )
+        scores, n_iter, n_unconverged, coefs, intercepts = zip(*paths)
+        self.Cs_ = Cs
+        self.scores_ = np.stack(scores)
+        self.n_iter_ = np.stack(n_iter)
+        self._warn_unconverged(np.stack(n_unconverged), Y.shape[1])
+
+        best = np.argmax(self.scores_.mean(axis=0), axis=0)
+        n_labels = Y.shape[1]
+        best_per_label = best if self.per_label else np.full(n_labels, best)
+        self.C_ = Cs[best] if self.per_label else float(Cs[best])
+        dtype = X.dtype.type
+        if self.refit:
+            self._refit(X, Y, sample_weight, Cs[best_per_label], dtype)
+        else:
+            labels = np.arange(n_labels)
+            coef = np.mean([c[best_per_label, labels] for c in coefs], axis=0)
+            intercept = np.mean([b[best_per_label, labels] for b in intercepts], axis=0)
+            self.coef_ = np.ascontiguousarray(coef, dtype=dtype)
+            self.intercept_ = intercept.astype(dtype)
+            self.refit_n_iter_ = 0
+            self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
+        return self
+
+    def _warn_unconverged(self, n_unconverged, n_labels):
+        if np.any(n_unconverged):
+            fold, step = np.unravel_index(np.argmax(n_unconverged), n_unconverged.shape)
+            warnings.warn(
+                f"MultiLabelLogisticCV: fits did not converge within max_iter={self.max_iter} "
+                f"iterations at {int(np.sum(np.any(n_unconverged, axis=0)))} of "
+                f"{len(self.Cs_)} values of C (at worst {n_unconverged[fold, step]} of "
+                f"{n_labels} label(s), C={self.Cs_[step]:.3g}). Increase max_iter, or "
+                "scale the data (e.g. with StandardScaler).",
+                ConvergenceWarning,
+            )
+
+    def _refit(self, X, Y, sample_weight, C_per_label, dtype):
+        """Fit each group of labels that chose the same C, on all the data."""
+        n_labels = Y.shape[1]
+        coef = np.empty((n_labels, X.shape[1]), dtype=dtype)
+        intercept = np.empty(n_labels, dtype=dtype)
+        pos_weight = self._resolve_pos_weight(Y, sample_weight)
+        n_iter = n_unconverged = 0
+        for C in np.unique(C_per_label):
+            labels = np.flatnonzero(C_per_label == C)
+            model = self._model(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
+            n_unconverged += _fit_counting_unconverged(model, X, Y[:, labels], sample_weight)
+            coef[labels] = model.coef_[:len(labels)]
+            intercept[labels] = model.intercept_[:len(labels)]
+            n_iter = max(n_iter, model.n_iter_)
+            self.solver_ = model.solver_
+        if n_unconverged:
+            warnings.warn(
+                f"MultiLabelLogisticCV: the refit did not converge for {n_unconverged} of "
+                f"{n_labels} label(s) within max_iter={self.max_iter} iterations. Increase "
+                "max_iter, or scale the data (e.g. with StandardScaler).",
+                ConvergenceWarning,
+            )
+        self.coef_, self.intercept_ = coef, intercept
+        self.refit_n_iter_ = n_iter
+        self.pos_weight_ = pos_weight
+        self._fitted_shape = coef.shape
+
+    def score(self, X, y, sample_weight=None, **score_params):
+        """The ``scoring`` score on the given data (greater is better).
+
+        Minus the mean BCE for ``scoring=None``; with ``per_label=True`` the
+        mean over labels of the per-label scores.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels or soft targets.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        **score_params : dict
+            With metadata routing enabled, metadata for the scorer.
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self)
+        if sample_weight is not None:
+            score_params["sample_weight"] = sample_weight
+        if _routing_enabled():
+            routed = process_routing(self, "score", **score_params).scorer.score
+        else:
+            _raise_for_params(score_params, self, "score")
+            routed = score_params
+        logits = self.decision_function(X)
+        y = np.asarray(y)
+        Y = self._encode_targets(y, None, np.float64, first=False)
+        scorer = self._scorer()
+        if scorer is None:
+            return -binary_cross_entropy(Y, logits.reshape(len(Y), -1), from_logits=True,
+                                         sample_weight=sample_weight)
+        if not self.per_label:
+            return scorer(self, X, y, **routed)
+        scores = [
+            scorer(_LabelOutputs(self, X, logits, j, self.classes_, self.threshold, self._one_d),
+                   X, y if self._one_d else Y[:, j], **routed)
+            for j in range(Y.shape[1])
+        ]
+        return float(np.mean(scores))
+
+    def get_metadata_routing(self):
+        """Get metadata routing of this object.
+
+        Returns
+        -------
+        routing : MetadataRouter
+            Where ``fit`` and ``score`` send their metadata: ``groups`` and
+            the like to the splitter, requested metadata to the scorer.
+        """
+        router = MetadataRouter(owner=self.__class__.__name__).add_self_request(self)
+        router.add(
+            splitter=check_cv(self.cv),
+            method_mapping=MethodMapping().add(caller="fit", callee="split"),
+        )
+        if self.scoring is not None:
+            router.add(
+                scorer=self._scorer(),
+                method_mapping=MethodMapping().add(caller="fit", callee="score")
+                .add(caller="score", callee="score"),
+            )
+        return router

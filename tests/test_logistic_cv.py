@@ -1,0 +1,203 @@
+"""MultiLabelLogisticCV: its choice of C against independent loops, and its refit."""
+
+import warnings
+
+import numpy as np
+import pytest
+from joblib import parallel_backend
+import sklearn
+from numpy.testing import assert_allclose, assert_array_equal
+from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.metrics import f1_score, make_scorer, roc_auc_score
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV
+
+CS = np.array([0.003, 0.03, 0.3, 3.0, 30.0])
+TIGHT = dict(tol=1e-9, max_iter=5000)
+
+
+@pytest.fixture(scope="module")
+def data():
+    # Four labels from weak to strong signal: they want different C's.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 6))
+    logits = (X @ rng.standard_normal((6, 4))) * np.array([0.2, 0.7, 2.0, 6.0])
+    Y = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-logits))).astype(int)
+    return X, Y
+
+
+def manual_scores(X, Y, folds, score, sample_weight=None):
+    """(n_folds, n_Cs, n_labels) scores of independent fits, one per fold and C."""
+    out = []
+    for train, test in folds:
+        sw = None if sample_weight is None else sample_weight[train]
+        row = []
+        for C in CS:
+            model = MultiLabelLogistic(C=C, **TIGHT).fit(X[train], Y[train], sample_weight=sw)
+            row.append(score(Y[test], model.predict_proba(X[test]), model.predict(X[test]), test))
+        out.append(row)
+    return np.array(out)
+
+
+def neg_bce(Y, P, sample_weight=None):
+    loss = -(Y * np.log(P) + (1 - Y) * np.log1p(-P))
+    return -np.average(loss, axis=0, weights=sample_weight)
+
+
+def test_C_per_label_is_the_argmax_of_an_independent_loop(data):
+    X, Y = data
+    folds = list(KFold(3, shuffle=True, random_state=0).split(X))
+    expected = manual_scores(X, Y, folds, lambda y, p, _, __: neg_bce(y, p))
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds, **TIGHT).fit(X, Y)
+    assert model.scores_.shape == (3, len(CS), Y.shape[1])
+    assert_allclose(model.scores_, expected, rtol=1e-6)
+    assert_array_equal(model.C_, CS[np.argmax(expected.mean(axis=0), axis=0)])
+    assert len(np.unique(model.C_)) > 1  # the labels really choose differently
+    assert_array_equal(model.Cs_, CS)
+    assert model.n_iter_.shape == (3, len(CS))
+
+
+def test_refit_is_each_label_fitted_alone_with_its_C(data):
+    X, Y = data
+    model = MultiLabelLogisticCV(Cs=CS, cv=3, **TIGHT).fit(X, Y)
+    for j, C in enumerate(model.C_):
+        alone = MultiLabelLogistic(C=C, **TIGHT).fit(X, Y[:, j])
+        assert_allclose(model.coef_[j], alone.coef_[0], rtol=1e-5, atol=1e-7)
+        assert_allclose(model.intercept_[j], alone.intercept_[0], rtol=1e-5, atol=1e-7)
+    assert_allclose(model.predict_proba(X), 1 / (1 + np.exp(-(X @ model.coef_.T
+                                                               + model.intercept_))))
+
+
+def test_scorer_per_label_and_for_all_labels(data):
+    X, Y = data
+    folds = list(KFold(3, shuffle=True, random_state=2).split(X))
+
+    def auc(y, p, _, __):
+        return [roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1])]
+
+    expected = manual_scores(X, Y, folds, auc)
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds, scoring="roc_auc", **TIGHT).fit(X, Y)
+    assert_allclose(model.scores_, expected, rtol=1e-6)
+    assert_array_equal(model.C_, CS[np.argmax(expected.mean(axis=0), axis=0)])
+
+    expected = manual_scores(
+        X, Y, folds, lambda y, _, pred, __: f1_score(y, pred, average="micro"))
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds, scoring="f1_micro", per_label=False,
+                                 **TIGHT).fit(X, Y)
+    assert model.scores_.shape == (3, len(CS))
+    assert_allclose(model.scores_, expected)
+    assert model.C_ == CS[np.argmax(expected.mean(axis=0))]
+    assert_array_equal(model.coef_, MultiLabelLogistic(C=model.C_, **TIGHT).fit(X, Y).coef_)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # LogisticRegressionCV's transitions
+def test_binary_target_matches_logistic_regression_cv(data):
+    X, Y = data
+    y = np.where(Y[:, 1] == 1, "yes", "no")
+    folds = list(StratifiedKFold(4).split(X, y))
+    ours = MultiLabelLogisticCV(Cs=CS, cv=folds, **TIGHT).fit(X, y)
+    peer = LogisticRegressionCV(Cs=CS, cv=folds, scoring="neg_log_loss", tol=1e-10,
+                                max_iter=5000).fit(X, y)
+    assert ours.C_.shape == (1,)
+    assert ours.C_[0] == np.ravel(peer.C_)[0]
+    assert_array_equal(ours.classes_, ["no", "yes"])
+    assert_allclose(ours.coef_, peer.coef_, rtol=1e-4, atol=1e-6)
+    assert_array_equal(ours.predict(X), peer.predict(X))
+
+
+def test_refit_false_averages_the_folds_at_the_chosen_C(data):
+    X, Y = data
+    folds = list(KFold(3).split(X))
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds, refit=False, **TIGHT).fit(X, Y)
+    fits = [[MultiLabelLogistic(C=C, **TIGHT).fit(X[train], Y[train]) for C in model.C_]
+            for train, _ in folds]
+    coef = np.mean([[m.coef_[j] for j, m in enumerate(row)] for row in fits], axis=0)
+    assert_allclose(model.coef_, coef, rtol=1e-5, atol=1e-7)
+    assert model.refit_n_iter_ == 0
+
+
+def test_sample_weight_in_fits_and_default_score(data):
+    X, Y = data
+    sw = np.random.default_rng(0).uniform(0.2, 3.0, len(X))
+    folds = list(KFold(3).split(X))
+    expected = manual_scores(X, Y, folds, lambda y, p, _, test: neg_bce(y, p, sw[test]),
+                             sample_weight=sw)
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds, **TIGHT).fit(X, Y, sample_weight=sw)
+    assert_allclose(model.scores_, expected, rtol=1e-6)
+
+
+def test_metadata_routing_to_scorer_and_splitter(data):
+    X, Y = data
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(X))
+    groups = np.arange(len(X)) % 5
+    folds = list(GroupKFold(3).split(X, groups=groups))
+
+    def weighted_f1(y, _, pred, test):
+        return [f1_score(y[:, j], pred[:, j], sample_weight=sw[test]) for j in range(4)]
+
+    expected = manual_scores(X, Y, folds, weighted_f1, sample_weight=sw)
+    with sklearn.config_context(enable_metadata_routing=True):
+        scorer = make_scorer(f1_score).set_score_request(sample_weight=True)
+        model = MultiLabelLogisticCV(Cs=CS, cv=GroupKFold(3), scoring=scorer, **TIGHT)
+        model.fit(X, Y, sample_weight=sw, groups=groups)
+        assert_allclose(model.scores_, expected)
+        unweighted = make_scorer(f1_score).set_score_request(sample_weight=False)
+        model.set_params(scoring=unweighted).fit(X, Y, sample_weight=sw, groups=groups)
+        assert not np.allclose(model.scores_, expected)
+
+
+def test_sparse_soft_and_parallel_agree(data):
+    X, Y = data
+    dense = MultiLabelLogisticCV(Cs=CS, cv=3, **TIGHT).fit(X, Y)
+    with parallel_backend("threading"):  # no process start-up in a unit test
+        sparse_model = MultiLabelLogisticCV(Cs=CS, cv=3, n_jobs=2, **TIGHT).fit(
+            sparse.csr_matrix(X), Y)
+    assert_allclose(sparse_model.scores_, dense.scores_, rtol=1e-6)
+    assert_allclose(sparse_model.coef_, dense.coef_, rtol=1e-5, atol=1e-7)
+    soft = np.clip(Y * 0.8 + 0.1, 0, 1)
+    model = MultiLabelLogisticCV(Cs=CS, cv=3).fit(X, soft)
+    assert model.C_.shape == (4,)
+    assert model.score(X, soft) < 0
+
+
+def test_input_errors_and_one_convergence_warning(data):
+    X, Y = data
+    with pytest.raises(ValueError, match="Cs must be"):
+        MultiLabelLogisticCV(Cs=[1.0, -1.0]).fit(X, Y)
+    with pytest.raises(ValueError, match="l1_ratio"):
+        MultiLabelLogisticCV(solver="lbfgs", l1_ratio=0.5).fit(X, Y)
+    assert not hasattr(MultiLabelLogisticCV(), "partial_fit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MultiLabelLogisticCV(Cs=CS, cv=3, max_iter=1).fit(X, Y)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert len(messages) == 2  # one for the folds, one for the refit
+    assert "at 5 of 5 values of C" in messages[0]
+    assert "the refit did not converge" in messages[1]
+
+
+# Cs up to 1: MultiLabelLogistic itself fails check_classifiers_train on float32 X
+# at C=1e4 (predict_log_proba is exact where float32 predict_proba rounds to 1).
+@parametrize_with_checks([MultiLabelLogisticCV(Cs=[0.01, 0.1, 1.0], cv=3)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_labels_constant_in_the_data_or_in_a_fold(data):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 0] = 0  # constant everywhere: its own group in the refit if C differs
+    Y[:50, 3] = 1  # constant in the training part of one fold
+    Y[50:, 3] = 0
+    folds = list(KFold(3).split(X))
+    model = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y)
+    assert np.all(model.predict_proba(X)[:, 0] < 1e-3)
+    alone = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, :1].repeat(2, axis=1))
+    assert_allclose(model.coef_[0], alone.coef_[0], atol=1e-8)
+    # A binary target one class of which a training fold lacks.
+    binary = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, 3])
+    assert binary.predict(X[:50]).mean() > 0.5
