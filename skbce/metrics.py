@@ -446,9 +446,10 @@ def binary_cross_entropy(
     For targets ``y`` in [0, 1] and predicted probabilities ``p`` the loss of
     one entry is ``-(y * log(p) + (1 - y) * log(1 - p))`` (natural log); the
     default reduction is the mean over all entries, i.e. over samples *and*
-    labels. Unlike :func:`sklearn.metrics.log_loss`, multi-label targets are
-    scored label by label (no renormalisation across a row) and soft targets
-    are welcome.
+    labels. Every label is scored as its own binary variable, and soft
+    targets are welcome; :func:`sklearn.metrics.log_loss`, given a
+    multi-label indicator matrix, sums only the ``y * log(p)`` terms of each
+    row (and warns that the rows do not sum to one).
     {parameters}
     Returns
     -------

@@ -692,3 +692,30 @@ def test_bce_pass_found_flags_and_positional_compatibility():
     with pytest.raises(ValueError, match="found"):
         bce_pass(y, p, empty, empty, empty, 1.0, False, 1e-7, empty2, empty2, 1.0, 1,
                  found=np.zeros(3, dtype=np.intp))
+
+
+def test_readme_describes_log_loss_and_its_numbers_are_true():
+    import re
+    from pathlib import Path
+
+    from sklearn.metrics import log_loss
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("no README.md beside the tests")
+    text = " ".join(readme.read_text().split())
+    # What log_loss does with an indicator matrix (it once renormalised rows).
+    assert "renormalis" not in text
+    assert "sums only the `y*log(p)` terms of the row" in text
+    quick_start = re.search(
+        r"binary_cross_entropy\(Y, P\) # ([0-9.]+) \(sklearn's log_loss: ([0-9.]+), and a warning\)",
+        text,
+    )
+    bce_text, log_loss_text = quick_start.groups()
+    Y = np.array([[1, 0, 1], [0, 1, 1]])
+    P = np.array([[0.8, 0.3, 0.9], [0.2, 0.6, 0.7]])
+    assert f"{binary_cross_entropy(Y, P):.4f}" == bce_text
+    with pytest.warns(UserWarning, match="do not sum to one"):
+        sklearn_value = log_loss(Y, P)
+    assert f"{sklearn_value:.4f}" == log_loss_text
+    assert sklearn_value == pytest.approx(-np.mean(np.sum(Y * np.log(P), axis=1)))
