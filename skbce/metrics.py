@@ -7,6 +7,7 @@ floating dtype with validated values -- and turns the kernel's weighted sums
 back into the requested reduction.
 """
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -15,9 +16,24 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_params
 from sklearn.utils.validation import _check_sample_weight
 
-from skbce._bce import bce_pass, max_threads
+try:
+    from skbce._bce import bce_pass, max_threads
+    from skbce._validation import count_outside
+except ModuleNotFoundError as exc:
+    if not (exc.name or "").startswith("skbce."):
+        raise
+    # Not built: most likely `import skbce` from the root of a clone.
+    _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    _where = "the source tree" if os.path.exists(os.path.join(_root, "pyproject.toml")) else "a broken install"
+    raise ImportError(
+        f"skbce's compiled kernels ({exc.name}) are missing: this skbce, in "
+        f"{_root}, is {_where}, not an installed build. Install it (pip install . ; "
+        "to develop: pip install --no-build-isolation -e .) and run Python from "
+        "outside that directory (tests: .venv/bin/pytest, which imports the "
+        "installed package)."
+    ) from exc
+
 from skbce._dispatch import is_dask_collection
-from skbce._validation import count_outside
 
 __all__ = ["binary_cross_entropy", "bce_gradient", "bce_loss_and_gradient"]
 

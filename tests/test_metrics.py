@@ -694,6 +694,35 @@ def test_bce_pass_found_flags_and_positional_compatibility():
                  found=np.zeros(3, dtype=np.intp))
 
 
+def test_import_from_a_source_tree_says_what_to_do(tmp_path):
+    # A copy of the package's Python files and a pyproject.toml: a source
+    # tree, without compiled extensions. -S keeps an editable install's
+    # import hook (a .pth file) out; the dependencies come from PYTHONPATH.
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    import skbce
+
+    package = os.path.dirname(skbce.__file__)
+    shutil.copytree(package, tmp_path / "skbce", ignore=shutil.ignore_patterns("*.so", "*.pyd"))
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'skbce'\n")
+    paths = sysconfig.get_paths()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), paths["purelib"], paths["platlib"]])}
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import skbce"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: skbce's compiled kernels (skbce._")
+    assert "source tree" in message and "pip install ." in message
+    assert "outside that directory" in message
+
+
 def test_readme_describes_log_loss_and_its_numbers_are_true():
     import re
     from pathlib import Path
