@@ -322,6 +322,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------
 
     def _validate_X_y(self, X, y, reset):
+        nullable_dtype = _nullable_label_dtype(y)
         X, y = validate_data(
             self,
             X,
@@ -332,6 +333,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             multi_output=True,
             y_numeric=False,
         )
+        if nullable_dtype is not None:
+            # validate_data makes pandas' nullable integer and boolean targets
+            # float64 (room for pd.NA, which it rejects): back to their type,
+            # so that classes_ and predict have it.
+            y = y.astype(nullable_dtype)
         if sparse.issparse(X):
             # int64 or int32 indices both work with scipy's products.
             X = X.tocsr() if X.format not in ("csr", "csc") else X
@@ -846,8 +852,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Class labels from ``classes_`` for 1-D targets; a 0/1 indicator
-            matrix (of the training targets' dtype) for 2-D targets.
+            Class labels from ``classes_`` for 1-D targets. For 2-D targets a
+            0/1 indicator matrix of the targets' dtype if they were integer or
+            bool (pandas' nullable ``Int64`` and ``boolean``: ``int64`` and
+            ``bool``), else ``int64``, as
+            :class:`~sklearn.multiclass.OneVsRestClassifier` returns.
         """
         if is_dask_collection(X):
             return self._blockwise(self.predict, X)
@@ -857,9 +866,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         positive = expit(scores) >= threshold
         if self._one_d:
             return self.classes_[positive.astype(int)]
-        dtype = self._y_dtype if self._y_dtype is not None else np.int64
-        if dtype.kind not in "biuf":
-            dtype = np.int64
+        dtype = self._y_dtype
+        if dtype is None or dtype.kind not in "biu":
+            dtype = np.int64  # float 0/1 or soft targets: an indicator matrix
         return positive.astype(dtype)
 
     def score(self, X, y, sample_weight=None):
@@ -911,6 +920,27 @@ def _weighted_column_sums(Y, sample_weight):
         else:
             total += np.asarray(sample_weight[start:start + chunk], dtype=np.float64) @ block
     return total
+
+
+def _nullable_label_dtype(y):
+    """The NumPy dtype of a pandas target of nullable integers or booleans.
+
+    None for anything else, including a target whose columns are all NumPy
+    dtypes (validate_data keeps those).
+    """
+    if hasattr(y, "columns"):  # a DataFrame
+        dtypes = list(y.dtypes)
+    else:
+        dtypes = [getattr(y, "dtype", None)]
+    numpy_dtypes = []
+    for dtype in dtypes:
+        numpy_dtype = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)
+        if numpy_dtype is None or numpy_dtype.kind not in "biu":
+            return None
+        numpy_dtypes.append(numpy_dtype)
+    if all(isinstance(dtype, np.dtype) for dtype in dtypes):
+        return None
+    return np.result_type(*numpy_dtypes)
 
 
 def _check_unit_interval(values):
