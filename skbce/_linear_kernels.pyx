@@ -692,3 +692,29 @@ def cg_direction(
         for i in range(d):
             for j in range(k):
                 DW[i, j] = ZW[i, j] + beta[j] * DW[i, j]
+
+
+# -- input scale ------------------------------------------------------------------
+
+def max_abs(const floating[::1] x, int n_threads):
+    """``max |x|`` over a flat array of finite values, 0 for an empty one.
+
+    The solvers' magnitude check reads all of a dense ``X`` once; numpy's
+    ``max(x.max(), -x.min())`` reads it twice (and ``np.abs`` makes a copy).
+    """
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t chunks = 64
+    cdef Py_ssize_t c, i, start, stop
+    cdef double m, a
+    partial = np.zeros(chunks)
+    cdef double[::1] part = partial
+    with nogil:
+        for c in prange(chunks, schedule="static", num_threads=n_threads):
+            start = c * n // chunks
+            stop = (c + 1) * n // chunks
+            m = 0
+            for i in range(start, stop):
+                a = _abs(x[i])
+                m = a if a > m else m
+            part[c] = m
+    return float(partial.max())

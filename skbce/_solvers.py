@@ -51,6 +51,7 @@ from skbce._linear_kernels import (
     csr_matmul,
     csr_matmul_t,
     logistic_derivatives,
+    max_abs,
 )
 
 __all__ = [
@@ -260,7 +261,21 @@ class LinearBCE:
         weightings of the data).
         """
         return (MIXED_PRECISION_CG and self.dtype == np.float64
-                and self.product_size() * self.n_labels >= MIXED_PRECISION_MIN_WORK)
+                and self.product_size() * self.n_labels >= MIXED_PRECISION_MIN_WORK
+                and self.feature_max_abs() <= magnitude_limit(np.float32))
+
+    def feature_max_abs(self):
+        """``max |X|``, computed once: the scale the magnitude checks go by."""
+        if "max_abs" not in self._cache:
+            X = self.X
+            if sparse.issparse(X):
+                flat = np.ascontiguousarray(X.data)
+            elif X.flags.c_contiguous or X.flags.f_contiguous:
+                flat = X.ravel(order="K")
+            else:
+                flat = np.ascontiguousarray(X).ravel()
+            self._cache["max_abs"] = max_abs(flat, self.n_threads) if flat.size else 0.0
+        return self._cache["max_abs"]
 
     def product_size(self):
         """Multiply-adds of ``X @ w`` for one label."""
@@ -655,6 +670,19 @@ CG_QUORUM = 0.75
 GRAM_MAX_FEATURES = 512  # dense X: precondition CG with the data's Gram matrix
 GRAM_FLOAT32_MIN_FEATURES = 64  # ... in float32 from this many features
 MIXED_PRECISION_MIN_WORK = 10_000_000  # multiply-adds of one product
+STALL_LIMIT = 3  # newton-cg: iterations without a decrease before a label stops
+
+
+def magnitude_limit(dtype):
+    """The largest ``|X|`` the solvers take in ``dtype``: the fourth root of its maximum.
+
+    The curvature of the loss grows with the squares of the features and the
+    Hessian products (and the Gram preconditioner) sum such squares times
+    directions: beyond this the arithmetic can overflow. float64: 1.2e77,
+    float32: 4.3e9 (which also bounds the float32 twin of a float64 ``X``
+    that newton-cg's mixed precision uses).
+    """
+    return float(np.finfo(dtype).max) ** 0.25
 
 
 def _working_memory_bytes():
@@ -843,6 +871,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     f = np.zeros(0)
     Z = problem.empty_logits(0)
     joined = np.zeros(0, dtype=int)  # iteration at which each active label joined
+    stalls = np.zeros(0, dtype=int)  # iterations in a row without a real decrease
     curve = []
     it = 0
     while len(labels.active) or len(waiting):
@@ -852,6 +881,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             waiting = waiting[len(new):]
             W, b, f, Z = _admit(problem, labels, new, W, b, f, Z)
             joined = np.concatenate([joined, np.full(len(new), it - 1)])
+            stalls = np.concatenate([stalls, np.zeros(len(new), dtype=int)])
         _, G, D = problem.loss_grad_logits(Z, want_hess=True, hess_dtype=cg_problem.dtype)
         gW, gb = problem.gradient(W, G)
         del G
@@ -864,7 +894,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
             labels.retire(keep, W, b, f, it - 1 - joined)
             W, b, f, gW, gb, gmax = W[:, keep], b[keep], f[keep], gW[:, keep], gb[keep], \
                 gmax[keep]
-            joined = joined[keep]
+            joined, stalls = joined[keep], stalls[keep]
             # One at a time: each old array is freed before the next copy.
             Z = problem.compact(Z[:, keep])
             D = problem.compact(D[:, keep])
@@ -890,7 +920,13 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         slope = np.einsum("ij,ij->j", gW, PW) + gb * Pb
         del gW, gb
         t, Z, f_new = _line_search(problem, W, PW, Pb, Z, f, slope)
-        stuck = t == 0
+        # The Armijo test allows a rise of rounding size; a label whose
+        # objective has not really decreased for STALL_LIMIT iterations in
+        # a row cannot meet its gradient test in this arithmetic (all
+        # features x 1e70: 1000 iterations at the optimum, its gradient
+        # ~1e70 times the rounding of the residuals).
+        stalls = np.where(f_new >= f - 4 * np.finfo(np.float64).eps * np.abs(f), stalls + 1, 0)
+        stuck = (t == 0) | (stalls >= STALL_LIMIT)
         W = W + t.astype(dtype) * PW
         if fit_b:
             b = b + t.astype(dtype) * Pb
@@ -898,20 +934,26 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         del PW, Pb
         if stuck.any():
             # No decrease found: the label is at its optimum to machine
-            # precision. Keep it where it is and stop it.
-            labels.converged[labels.active[stuck]] = True
+            # precision, or the problem is too badly scaled for the
+            # arithmetic; either way its gradient test is not met (it was
+            # made above). Keep it where it is, stop it, and let the
+            # estimator warn.
             keep = ~stuck
             labels.retire(keep, W, b, f, it - joined)
-            W, b, f, joined = W[:, keep], b[keep], f[keep], joined[keep]
+            W, b, f, joined, stalls = W[:, keep], b[keep], f[keep], joined[keep], stalls[keep]
             Z = problem.compact(Z[:, keep])
         curve.append(labels.curve_value(f))
-        progress(it, curve[-1], float(gmax.max()) if gmax.size else 0.0,
+        # The count n_iter_ reports: the most iterations any label has run
+        # (with a pool of labels, fewer than the sweeps over X).
+        label_iter = max(int(labels.n_iter.max()), int((it - joined).max()) if len(joined) else 0)
+        progress(label_iter, curve[-1], float(gmax.max()) if gmax.size else 0.0,
                  len(labels.active) + len(waiting))
     if len(labels.active):
         labels.finish(W, b, f, it - joined)
-    progress(it, curve[-1] if curve else float(labels.f_all.mean()) if k else 0.0,
+    n_iter = int(labels.n_iter.max()) if k else 0
+    progress(n_iter, curve[-1] if curve else float(labels.f_all.mean()) if k else 0.0,
              0.0, len(labels.active), force=True)
-    return labels.result(int(labels.n_iter.max()) if k else 0, curve)
+    return labels.result(n_iter, curve)
 
 
 def _admit(problem, labels, new, W, b, f, Z):
@@ -1038,12 +1080,17 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
             if not pending.any():
                 break
             L = np.where(pending, 2 * L, L)
-        if pending.any():  # numerical floor: accept the last candidate
-            W_new[:, pending] = Wc[:, pending]
-            b_new[pending] = bc[pending]
-            Z_new[:, pending] = Zc[:, pending]
-            f_new[pending] = smooth_c[pending]
-            gmap[pending] = 0.0
+        floor = pending.copy()
+        if floor.any():
+            # No step size gave the bound: the label is at its optimum to
+            # machine precision, or the problem is too badly scaled for the
+            # arithmetic. Keep its point and stop it, unconverged (the
+            # estimator warns): its gradient mapping was not shown small.
+            W_new[:, floor] = W[:, floor]
+            b_new[floor] = b[floor]
+            Z_new[:, floor] = Zx[:, floor]
+            f_new[floor] = f[floor]
+            gmap[floor] = np.inf
         # Momentum with function-value restart, kept monotone: a label whose
         # objective went up keeps its previous point and restarts from it
         # with a plain proximal gradient step.
@@ -1068,8 +1115,9 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         curve.append(labels.curve_value(f))
         progress(it, curve[-1], float(gmap.max()), len(labels.active))
         done = gmap <= tol
+        labels.converged[labels.active[done]] = True
+        done |= floor
         if done.any():
-            labels.converged[labels.active[done]] = True
             keep = ~done
             labels.retire(keep, W, b, f, it)
             if not keep.any():
@@ -1134,7 +1182,7 @@ def lbfgs(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0):
         result = optimize.minimize(
             fun, x0, method="L-BFGS-B", jac=True, callback=callback,
             options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
-                     "ftol": 64 * np.finfo(float).eps},
+                     "ftol": 0.0},
         )
     W, b = unpack(result.x)
     if not curve:
@@ -1145,9 +1193,11 @@ def lbfgs(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0):
     if not fit_b:
         gb = np.zeros_like(gb)
     gmax = _max_abs(gW, gb)
-    # L-BFGS-B also stops on a relative decrease of the objective below ftol:
-    # at that point the problem is solved to machine precision.
-    converged = (gmax <= tol) | bool(result.status == 0 and result.nit < max_iter)
+    # L-BFGS-B also stops on a relative decrease of the objective below
+    # ftol, or when its line search fails; neither means the gradient test
+    # is met. On a badly scaled X (one feature x 1e10) it stopped so after 7
+    # iterations at a near-constant model: only the gradient test counts.
+    converged = gmax <= tol
     progress(result.nit, curve[-1], float(gmax.max()) if gmax.size else 0.0, k, force=True)
     return SolverResult(
         coef=np.ascontiguousarray(W.T), intercept=b.copy(), n_iter=int(max(result.nit, 1)),
@@ -1166,6 +1216,7 @@ class SGDState:
     avg_W: np.ndarray = None  # Polyak-Ruppert average of the iterates
     avg_b: np.ndarray = None
     n_avg: int = 0
+    precond: np.ndarray = None  # per-feature step factors (sgd_preconditioner)
 
     def averaged(self, W, b):
         """The averaged iterate, or the current one before averaging starts."""
@@ -1174,20 +1225,39 @@ class SGDState:
         return self.avg_W, self.avg_b
 
 
-def sgd_step_size(problem, batch_size):
-    """A safe initial step ``1 / L`` for mini-batches: L bounds a batch's curvature."""
+def sgd_preconditioner(problem):
+    """Per-feature step factors ``1 / max(mean x_k^2, 1)`` for SGD.
+
+    One feature of a much larger scale than the others sets the curvature
+    bound, hence the step, of every feature: with one feature scaled by 1e3
+    the step of the rest was a millionth of what they need, and SGD stopped
+    (no progress within ``tol``) at a near-constant model. Dividing each
+    feature's step by its mean square puts all features on the scale of a
+    standardised one; features of mean square at most 1 -- standardised,
+    binary, tf-idf -- keep the plain step.
+    """
+    return (1.0 / np.maximum(problem.squared_column_means(), 1.0)).astype(problem.dtype)
+
+
+def sgd_step_size(problem, batch_size, precond=None):
+    """A safe initial step ``1 / L`` for mini-batches: L bounds a batch's curvature.
+
+    With ``precond`` (per-feature step factors), the bound of the
+    preconditioned problem.
+    """
     X = problem.X
+    P = np.ones(problem.n_features) if precond is None else np.asarray(precond, np.float64)
     if sparse.issparse(X):
-        sq = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+        sq = np.asarray(X.multiply(X) @ P).ravel()
     else:
-        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+        sq = np.einsum("ij,ij,j->i", X, X, P, dtype=np.float64)
     if problem.fit_intercept:
         sq = sq + 1.0
     pw_max = max(problem.pw_scalar, 1.0) if problem.pw_all is None else max(
         float(problem.pw_all.max()), 1.0)
     # Average over a batch: the mean row norm is a bound in expectation; use a
     # blend with the max so that large batches are not too timid.
-    bound = 0.25 * pw_max * (0.5 * sq.max() + 0.5 * sq.mean()) + problem.alpha
+    bound = 0.25 * pw_max * (0.5 * sq.max() + 0.5 * sq.mean()) + problem.alpha * P.max()
     return 1.0 / bound
 
 
@@ -1237,9 +1307,14 @@ def sgd_epoch(problem, W, b, state, *, batch_size, learning_rate, rng, decay_eve
         gW = np.asarray(safe_sparse_dot(Xb.T, Gb, dense_output=True))
         if problem.alpha > 0:
             gW += problem.alpha * W
+        if state.precond is not None:
+            gW *= state.precond[:, None]
         W -= eta * gW
         if problem.beta > 0:
-            W[...] = _soft_threshold(W, eta * problem.beta)
+            threshold = eta * problem.beta
+            if state.precond is not None:
+                threshold = threshold * state.precond[:, None]
+            W[...] = _soft_threshold(W, threshold)
         if fit_b:
             b -= eta * Gb.sum(axis=0)
         state.t += len(rows)
@@ -1271,7 +1346,9 @@ def sgd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0, batch_size=256,
     if decay_every is None:
         decay_every = 10.0 * batch_size
     if state is None:
-        state = SGDState(step0=sgd_step_size(problem, batch_size), avg_start=decay_every)
+        precond = sgd_preconditioner(problem)
+        state = SGDState(step0=sgd_step_size(problem, batch_size, precond),
+                         avg_start=decay_every, precond=precond)
     curve = []
     best = np.inf
     no_change = 0

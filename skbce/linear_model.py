@@ -496,11 +496,13 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             alpha = (1.0 - self.l1_ratio) / (self.C * total)
             beta = self.l1_ratio / (self.C * total)
         n_threads = self._kernel_threads(Y.size)
-        return _solvers.LinearBCE(
+        problem = _solvers.LinearBCE(
             X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
             label_smoothing=self.label_smoothing,
             product_threads=self._kernel_threads(X.nnz) if sparse.issparse(X) else None,
         )
+        _check_magnitude(problem)
+        return problem
 
     def _kernel_threads(self, n_entries):
         # As scikit-learn's OpenMP-based estimators do, None uses every core
@@ -635,12 +637,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         self.solver_ = solver
         self.n_iter_ = result.n_iter
         self.loss_curve_ = list(result.loss_curve)
+        if not (np.all(np.isfinite(self.coef_)) and np.all(np.isfinite(self.intercept_))):
+            raise ValueError(
+                f"MultiLabelLogistic (solver={solver!r}) diverged: non-finite coefficients. "
+                "Scale the features, e.g. with StandardScaler."
+            )
         if not np.all(result.converged):
             n_bad = int(np.sum(~result.converged))
             warnings.warn(
                 f"MultiLabelLogistic (solver={solver!r}) did not converge for {n_bad} "
-                f"of {n_labels} label(s) within max_iter={self.max_iter} iterations. "
-                "Increase max_iter, or scale the data (e.g. with StandardScaler).",
+                f"of {n_labels} label(s): it stopped (max_iter={self.max_iter}, or no "
+                f"further progress) before meeting tol={self.tol}. Scale the features "
+                "(e.g. with StandardScaler) or increase max_iter.",
                 ConvergenceWarning,
             )
         return self
@@ -737,9 +745,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             problem = self._problem(X, Y, sample_weight, self.pos_weight_)
             if self._sgd_state is None:
                 batch = int(min(self.batch_size, X.shape[0]))
+                precond = _solvers.sgd_preconditioner(problem)
                 self._sgd_state = _solvers.SGDState(
-                    step0=_solvers.sgd_step_size(problem, batch),
-                    avg_start=self._step_decay())
+                    step0=_solvers.sgd_step_size(problem, batch, precond),
+                    avg_start=self._step_decay(), precond=precond)
             _solvers.sgd_epoch(
                 problem, W, b, self._sgd_state, batch_size=self.batch_size,
                 learning_rate=self.learning_rate, rng=self._sgd_rng,
@@ -941,6 +950,19 @@ def _nullable_label_dtype(y):
     if all(isinstance(dtype, np.dtype) for dtype in dtypes):
         return None
     return np.result_type(*numpy_dtypes)
+
+
+def _check_magnitude(problem):
+    """A clear error for features too large for the arithmetic of the fit."""
+    limit = _solvers.magnitude_limit(problem.dtype)
+    largest = problem.feature_max_abs()
+    if largest > limit:
+        raise ValueError(
+            f"X holds a feature value of magnitude {largest:.3g}; MultiLabelLogistic "
+            f"fits {problem.dtype} features of magnitude up to {limit:.3g} (the "
+            "curvature of the loss grows with their squares and would overflow). "
+            "Scale the features, e.g. with StandardScaler, or divide X by a constant."
+        )
 
 
 def _check_unit_interval(values):

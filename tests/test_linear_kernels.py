@@ -177,3 +177,14 @@ def test_conjugate_gradient_updates(dtype):
         cg_advance(PW, np.array([0, 1, 2, 3, k_all], dtype=np.intp), DW, RW, HW, step, rr)
     with pytest.raises(ValueError, match="inconsistent shapes"):
         cg_direction(DW, np.ascontiguousarray(ZW[:, :2]), beta)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 1001])
+def test_max_abs_matches_numpy(dtype, n):
+    from skbce._linear_kernels import max_abs
+
+    x = np.random.default_rng(n).normal(size=n).astype(dtype) * 1e3
+    expected = float(np.abs(x).max()) if n else 0.0
+    for threads in (1, 2):
+        assert max_abs(x, threads) == expected
