@@ -224,3 +224,118 @@ def predict_blockwise(method, X, n_features):
     if sample.ndim == 1:
         return X.map_blocks(method, drop_axis=1, chunks=(X.chunks[0],), meta=sample[:0])
     return X.map_blocks(method, chunks=(X.chunks[0], sample.shape[1:]), meta=sample[:0])
+
+
+# -- training data --------------------------------------------------------------
+
+
+def training_data(estimator, X, y, sample_weight, solver):
+    """Validated training data on the cluster for :meth:`MultiLabelLogistic.fit`.
+
+    Returns ``X`` (blocks of whole rows), the encoded targets ``Y`` (uint8
+    for hard targets, else ``X``'s dtype; 2-D) and ``sample_weight`` (or
+    None), dask arrays with the same row chunks, persisted once: every later
+    pass reads the workers' copies, however ``X`` was built. Sets the
+    estimator's ``classes_``, ``_one_d``, ``_y_dtype`` and ``n_features_in_``.
+    """
+    from skbce._dask_problem import _client
+
+    if solver == "sgd":
+        raise ValueError(
+            "solver='sgd' does not run on dask arrays: it walks the rows in order. Use "
+            "partial_fit on the blocks (skbce.dask.Incremental), or solver='newton-cg', "
+            "'lbfgs' or 'gd', which train data-parallel."
+        )
+    client = _client()
+    X = as_row_blocks(X, "X")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features); got shape {X.shape}.")
+    rows = X.chunks[0]
+    y = as_row_blocks(y, "y", rows)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # a column vector is one binary target, as in memory
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
+    if sample_weight is not None:
+        sample_weight = as_row_blocks(sample_weight, "sample_weight", rows)
+        if sample_weight.ndim != 1:
+            raise ValueError(
+                f"sample_weight must be 1-D (n_samples,); got shape {sample_weight.shape}.")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    dtype = X.dtype.type
+    if sample_weight is None:
+        X, y = client.persist([X, y])
+    else:
+        X, y, sample_weight = client.persist([X, y, sample_weight])
+    Y = _encode_targets(estimator, y, dtype)
+    if sample_weight is not None:
+        low, finite, total = dask.compute(sample_weight.min(), da.isfinite(sample_weight).all(),
+                                          sample_weight.sum(dtype=np.float64))
+        if not finite:
+            raise ValueError("sample_weight must be finite.")
+        if low < 0:
+            raise ValueError("Negative values in data passed to sample_weight")
+        if not total > 0:
+            raise ValueError("sample_weight must not be all zero.")
+        sample_weight = sample_weight.astype(dtype)
+    estimator.n_features_in_ = X.shape[1]
+    if hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+    return X, Y, sample_weight, dtype
+
+
+def _encode_targets(estimator, y, dtype):
+    """The targets as a 2-D dask array; the classes from a summary of ``y``.
+
+    The in-memory encoder validates the distinct values of a 1-D label
+    target (few, by then); soft and 2-D targets are checked by their range.
+    """
+    if y.ndim == 1:
+        if y.dtype.kind == "f":
+            low, high, finite, fractional = dask.compute(
+                y.min(), y.max(), da.isfinite(y).all(), (y != da.floor(y)).any())
+            if not finite:
+                raise ValueError("Targets must be finite.")
+            if fractional:  # soft targets
+                _check_range(low, high, "continuous")
+                estimator.classes_, estimator._one_d, estimator._y_dtype = (
+                    np.array([0, 1]), True, None)
+                return y.astype(dtype)[:, None]
+        classes = da.unique(y).compute()
+        estimator._encode_targets(classes, None, dtype, first=True)
+        return (y == estimator.classes_[1]).astype(np.uint8)[:, None]
+    if y.dtype.kind not in "biuf":
+        raise ValueError(
+            "Unknown label type: a 2-D target must hold numbers in [0, 1] (a multi-label "
+            f"indicator matrix or probabilities); got dtype {y.dtype}."
+        )
+    if y.dtype.kind == "f":
+        low, high, finite, hard = dask.compute(y.min(), y.max(), da.isfinite(y).all(),
+                                               ((y == 0) | (y == 1)).all())
+        if not finite:
+            raise ValueError("Targets must be finite.")
+    else:
+        low, high = dask.compute(y.min(), y.max())
+        hard = True
+    _check_range(low, high, "multilabel-indicator" if hard else "continuous-multioutput")
+    estimator.classes_ = np.arange(y.shape[1])
+    estimator._one_d, estimator._y_dtype = False, y.dtype
+    return y.astype(np.uint8 if hard else dtype)
+
+
+def _check_range(low, high, kind):
+    if low < 0 or high > 1:
+        raise ValueError(
+            f"Unknown label type: {kind}. Targets must be 0/1 labels or probabilities in "
+            f"[0, 1] (soft targets); found values in [{low}, {high}]. Continuous targets "
+            "outside [0, 1] are regression targets."
+        )
+
+
+def weighted_column_sums(Y, sample_weight):
+    """``sample_weight @ Y`` in float64 (computed)."""
+    Y = Y.astype(np.float64)
+    if sample_weight is not None:
+        Y = Y * sample_weight.astype(np.float64)[:, None]
+    return Y.sum(axis=0).compute()

@@ -495,6 +495,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         else:
             alpha = (1.0 - self.l1_ratio) / (self.C * total)
             beta = self.l1_ratio / (self.C * total)
+        if is_dask_collection(X):
+            from skbce._dask_problem import DaskLinearBCE
+
+            return DaskLinearBCE(X, Y, sample_weight, pos_weight, alpha, beta,
+                                 self.fit_intercept, label_smoothing=self.label_smoothing)
         n_threads = self._kernel_threads(Y.size)
         problem = _solvers.LinearBCE(
             X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
@@ -565,8 +570,13 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data; CSR and CSC matrices are used as they are.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Training data; CSR and CSC matrices are used as they are. A dask
+            array (dense or CSR chunks; ``y`` and ``sample_weight`` may be
+            dask arrays too) is trained on data-parallel on the current
+            ``distributed`` cluster: the same solvers and the same model,
+            with every pass over the data run on the workers, chunk by chunk
+            (see :ref:`scale_out`). ``solver="sgd"`` needs in-memory data.
 
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Binary labels (1-D, any two values), a 0/1 multi-label indicator
@@ -582,10 +592,16 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         solver = self._resolved_solver()
-        X, y = self._validate_X_y(X, y, reset=True)
-        dtype = X.dtype.type
-        Y = self._encode_targets(y, None, dtype, first=True)
-        sample_weight = self._sample_weight(sample_weight, X)
+        if is_dask_collection(X, y, sample_weight):
+            # Data-parallel: the same solvers on a problem spread over the cluster.
+            from skbce._dask import training_data
+
+            X, Y, sample_weight, dtype = training_data(self, X, y, sample_weight, solver)
+        else:
+            X, y = self._validate_X_y(X, y, reset=True)
+            dtype = X.dtype.type
+            Y = self._encode_targets(y, None, dtype, first=True)
+            sample_weight = self._sample_weight(sample_weight, X)
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         self.pos_weight_ = pos_weight
         self._W = self._sgd_rng = None
@@ -774,8 +790,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Samples. For a dask array the result is a lazy dask array,
+            computed block by block of rows.
 
         Returns
         -------
@@ -797,8 +814,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Samples. For a dask array the result is a lazy dask array,
+            computed block by block of rows.
 
         Returns
         -------
@@ -818,8 +836,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Samples. For a dask array the result is a lazy dask array,
+            computed block by block of rows.
 
         Returns
         -------
@@ -855,8 +874,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Samples.
+        X : {array-like, sparse matrix, dask array} of shape (n_samples, n_features)
+            Samples. For a dask array the result is a lazy dask array,
+            computed block by block of rows.
 
         Returns
         -------
@@ -920,6 +940,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
 def _weighted_column_sums(Y, sample_weight):
     """``sample_weight @ Y`` in float64, without a float copy of all of ``Y``."""
+    if is_dask_collection(Y):
+        from skbce._dask import weighted_column_sums
+
+        return weighted_column_sums(Y, sample_weight)
     total = np.zeros(Y.shape[1])
     chunk = max(1, 2**16 // max(1, Y.shape[1]))  # rows per float block: 512 KiB
     for start in range(0, len(Y), chunk):

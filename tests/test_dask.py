@@ -7,8 +7,10 @@ search through joblib's dask backend agrees with the local run, and
 block by block to the test BCE of an in-memory fit.
 """
 
-import itertools
 import logging
+import os
+import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 wrappers = pytest.importorskip("dask_ml.wrappers")
 
+import cloudpickle  # noqa: E402
 import joblib  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import GridSearchCV, KFold, train_test_split  # noqa: E402
@@ -30,6 +33,9 @@ from skbce import (  # noqa: E402
     bce_scorer,
     binary_cross_entropy,
 )
+
+# Functions of this module run on the workers, which cannot import it.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # Yes/no tags of the digit each image shows: even, prime, at least 5, closed loop.
 TAGS = [(0, 2, 4, 6, 8), (2, 3, 5, 7), (5, 6, 7, 8, 9), (0, 6, 8, 9)]
@@ -204,3 +210,121 @@ def test_predictions_on_dask_are_lazy_and_equal_in_memory(client, digits, target
             np.testing.assert_allclose(computed, expected, rtol=1e-12, atol=1e-12)
         else:
             np.testing.assert_array_equal(computed, expected)
+
+
+# -- data-parallel fit ------------------------------------------------------
+
+
+def objective(model, X, Y, sample_weight=None, pos_weight=None, label_smoothing=0.0):
+    """The fit's objective of ``model`` on in-memory data, from the public loss."""
+    Y = np.asarray(Y, dtype=float).reshape(len(X), -1)
+    logits = np.asarray(X @ model.coef_.T) + model.intercept_
+    Y = Y * (1 - label_smoothing) + label_smoothing / 2
+    total = len(X) if sample_weight is None else np.sum(sample_weight)
+    loss = binary_cross_entropy(Y, logits, from_logits=True, sample_weight=sample_weight,
+                                pos_weight=pos_weight, axis=0)
+    return float(np.mean(loss + 0.5 * np.sum(model.coef_ ** 2, axis=1) / (model.C * total)))
+
+
+@pytest.fixture(scope="module")
+def fit_data():
+    """Four labels, one of them rare; the first 150 rows have no positive at all."""
+    rng = np.random.default_rng(1)
+    n, d = 900, 12
+    X = rng.normal(size=(n, d))
+    W = rng.normal(size=(d, 4))
+    Y = (X @ W + rng.logistic(size=(n, 4)) > np.array([0.0, 1.0, -1.0, 4.0])).astype(np.int8)
+    Y[:150] = 0
+    return X, Y, rng.uniform(0.2, 2.0, size=n)
+
+
+def as_dask(X, Y, sample_weight, chunk_kind="dense"):
+    """Uneven row blocks (one of them holds only negatives); X split along its
+    columns and Y, sample_weight blocked differently: all rechunked to X's rows."""
+    dX = da.from_array(X, chunks=((150, 400, 350), (8, 4)))
+    if chunk_kind == "sparse":
+        dX = dX.map_blocks(sparse.csr_matrix, dtype=X.dtype)
+    dY = da.from_array(Y, chunks=(300, 2))
+    dsw = None if sample_weight is None else da.from_array(sample_weight, chunks=450)
+    return dX, dY, dsw
+
+
+CASES = {
+    # solver, chunks, estimator options, targets, weighted
+    "newton-cg dense": ("newton-cg", "dense", dict(pos_weight="balanced"), "hard", True),
+    "newton-cg sparse": ("newton-cg", "sparse", dict(label_smoothing=0.1), "soft", False),
+    "lbfgs sparse": ("lbfgs", "sparse", dict(pos_weight=[1.0, 2.0, 0.5, 3.0]), "hard", True),
+    # gd takes many cheap iterations, each a round of tasks: kept short here.
+    "gd dense": ("gd", "dense", dict(C=1.0, tol=1e-6), "hard", False),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fit_on_dask_trains_the_in_memory_model(client, fit_data, case):
+    solver, chunk_kind, options, targets, weighted = CASES[case]
+    X, Y, sample_weight = fit_data
+    if targets == "soft":
+        Y = np.clip(Y * 0.8 + 0.1 * (X[:, :4] > 0), 0, 1)
+    sample_weight = sample_weight if weighted else None
+    params = dict(solver=solver, tol=1e-8, max_iter=2000)
+    params.update(options)
+    local = MultiLabelLogistic(**params).fit(X, Y, sample_weight=sample_weight)
+    remote = MultiLabelLogistic(**params).fit(*as_dask(X, Y, sample_weight, chunk_kind))
+    assert remote.solver_ == solver
+    np.testing.assert_array_equal(remote.classes_, local.classes_)
+    expected = objective(local, X, Y, sample_weight, local.pos_weight_,
+                         options.get("label_smoothing", 0.0))
+    assert objective(remote, X, Y, sample_weight, remote.pos_weight_,
+                     options.get("label_smoothing", 0.0)) == pytest.approx(expected, rel=1e-6)
+    assert remote.loss_curve_[-1] == pytest.approx(local.loss_curve_[-1], rel=1e-6)
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=1e-3, atol=1e-4)
+    # Predictions of a model trained on dask, on dask: lazy and equal.
+    np.testing.assert_allclose(remote.predict_proba(da.from_array(X, chunks=400)).compute(),
+                               remote.predict_proba(X), rtol=1e-12, atol=1e-15)
+
+
+def test_fit_on_dask_one_d_labels_warm_start_and_verbose(client, fit_data, capsys):
+    X, Y, _ = fit_data
+    y = np.where(Y[:, 0] == 1, "yes", "no")
+    dX, dy = da.from_array(X, chunks=300), da.from_array(y, chunks=200)
+    model = MultiLabelLogistic(C=0.05, tol=1e-8, verbose=1).fit(dX, dy)
+    assert "[newton-cg] iter" in capsys.readouterr().out
+    local = MultiLabelLogistic(C=0.05, tol=1e-8).fit(X, y)
+    np.testing.assert_array_equal(model.classes_, ["no", "yes"])
+    assert model.coef_.shape == (1, X.shape[1]) and model.n_features_in_ == X.shape[1]
+    assert objective(model, X, Y[:, 0]) == pytest.approx(objective(local, X, Y[:, 0]), rel=1e-6)
+    np.testing.assert_array_equal(model.predict(dX).compute(), local.predict(X))
+    # A warm start from the solution is at the solution already.
+    model.set_params(C=0.05, warm_start=True, verbose=0).fit(dX, dy)
+    assert model.n_iter_ <= 1
+
+
+def test_fit_on_dask_computes_a_lazy_X_once(client, fit_data, tmp_path):
+    X, Y, _ = fit_data
+    log = str(tmp_path)
+
+    def build(block):
+        with open(os.path.join(log, uuid.uuid4().hex), "w"):
+            pass
+        return block * 1.0
+
+    # (meta given: dask would otherwise call build once more to infer it)
+    lazy_X = da.from_array(X, chunks=300).map_blocks(build, meta=np.empty((0, 0)))
+    MultiLabelLogistic(tol=1e-6).fit(lazy_X, Y)
+    assert len(os.listdir(log)) == lazy_X.numblocks[0]
+
+
+def test_fit_on_dask_rejects_what_cannot_be_lined_up(client, fit_data):
+    X, Y, _ = fit_data
+    dX = da.from_array(X, chunks=300)
+    unknown = dX[dX[:, 0] > -np.inf]
+    with pytest.raises(ValueError, match="unknown chunk sizes"):
+        MultiLabelLogistic().fit(unknown, Y[:len(X)])
+    with pytest.raises(ValueError, match="solver='sgd' does not run on dask"):
+        MultiLabelLogistic(solver="sgd").fit(dX, Y)
+    with pytest.raises(ValueError, match="has 899 rows; expected 900"):
+        MultiLabelLogistic().fit(dX, da.from_array(Y[:-1], chunks=300))
+    bad = Y.astype(float)
+    bad[5, 1] = 2.0
+    with pytest.raises(ValueError, match="Targets must be 0/1 labels or probabilities"):
+        MultiLabelLogistic().fit(dX, bad)
