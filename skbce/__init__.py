@@ -4,12 +4,14 @@ from skbce.metrics import bce_gradient, bce_loss_and_gradient, binary_cross_entr
 from skbce.linear_model import MultiLabelLogistic
 from skbce._scorer import bce_scorer, make_bce_scorer
 from skbce._logistic_cv import MultiLabelLogisticCV
+from skbce._thresholds import MultiLabelThresholdCV
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MultiLabelLogistic",
     "MultiLabelLogisticCV",
+    "MultiLabelThresholdCV",
     "bce_gradient",
     "bce_loss_and_gradient",
     "binary_cross_entropy",

@@ -12,6 +12,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "skbce.metrics", "skbce._scorer", "skbce.linear_model", "skbce._logistic_cv",
+    "skbce._thresholds",
 ]
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -1,0 +1,217 @@
+"""MultiLabelThresholdCV: its thresholds against manual loops over the same candidates."""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
+from sklearn.datasets import make_multilabel_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import balanced_accuracy_score, f1_score, fbeta_score, make_scorer
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.multioutput import MultiOutputClassifier
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skbce import MultiLabelLogistic, MultiLabelThresholdCV
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, Y = make_multilabel_classification(
+        n_samples=240, n_features=8, n_classes=4, n_labels=2, random_state=3
+    )
+    return X / X.std(axis=0), Y
+
+
+def out_of_fold(estimator, X, y, folds, sample_weight=None):
+    """Positive-class probabilities of the held-out rows, by an explicit loop."""
+    P = np.zeros(y.shape if y.ndim == 2 else (len(y), 1))
+    for train, test in folds:
+        kwargs = {} if sample_weight is None else {"sample_weight": sample_weight[train]}
+        model = clone(estimator).fit(X[train], y[train], **kwargs)
+        proba = model.predict_proba(X[test])
+        if isinstance(proba, list):
+            for j, (p, classes) in enumerate(zip(proba, model.classes_)):
+                P[test, j] = p[:, list(classes).index(1)] if 1 in classes else 0.0
+        else:
+            P[test] = proba[:, 1:] if y.ndim == 1 else proba
+    return P
+
+
+def candidates(values, n=100):
+    return np.unique(np.append(np.linspace(values.min(), values.max(), n), 0.5))
+
+
+def best_of(scores, grid):
+    """The best score; among ties the candidate nearest 0.5, then the lowest."""
+    scores = np.asarray(scores)
+    top = np.flatnonzero(scores == scores.max())
+    return grid[top[np.argmin(np.abs(grid[top] - 0.5))]], scores.max()
+
+
+def per_label_manual(P, Y, metric):
+    chosen = []
+    for j in range(Y.shape[1]):
+        grid = candidates(P[:, j])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            chosen.append(best_of([metric(Y[:, j], (P[:, j] >= t).astype(int)) for t in grid],
+                                  grid)[0])
+    return np.array(chosen)
+
+
+FOREST = RandomForestClassifier(n_estimators=15, min_samples_leaf=3, random_state=0)
+
+
+@pytest.mark.parametrize("estimator", [MultiLabelLogistic(C=0.3), FOREST],
+                         ids=["logistic", "forest"])
+@pytest.mark.parametrize("scoring, metric", [
+    ("f1", lambda y, p: f1_score(y, p, zero_division=0)),
+    ("balanced_accuracy", balanced_accuracy_score),
+    (make_scorer(fbeta_score, beta=2, zero_division=0),  # scored by calls, not counts
+     lambda y, p: fbeta_score(y, p, beta=2, zero_division=0)),
+], ids=["f1", "balanced_accuracy", "fbeta"])
+def test_threshold_per_label_is_the_best_candidate_of_a_manual_loop(data, estimator, scoring,
+                                                                     metric):
+    X, Y = data
+    P = out_of_fold(estimator, X, Y, KFold(5).split(X))
+    tuned = MultiLabelThresholdCV(estimator, scoring=scoring).fit(X, Y)
+    assert_array_equal(tuned.thresholds_, per_label_manual(P, Y, metric))
+    proba = out_of_fold(estimator, X, Y, [(np.arange(len(X)), np.arange(len(X)))])
+    assert_array_equal(tuned.predict(X), (proba >= tuned.thresholds_).astype(int))
+
+
+def test_one_threshold_for_all_labels_maximises_the_mean(data):
+    X, Y = data
+    model = MultiLabelLogistic(C=0.3)
+    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    grid = candidates(P)
+    mean_f1 = [np.mean([f1_score(Y[:, j], P[:, j] >= t, zero_division=0) for j in range(4)])
+               for t in grid]
+    expected, score = best_of(mean_f1, grid)
+    tuned = MultiLabelThresholdCV(model, per_label=False).fit(X, Y)
+    assert_array_equal(tuned.thresholds_, np.full(4, expected))
+    assert_allclose(tuned.best_scores_, score)
+
+
+@pytest.mark.parametrize("scoring", ["f1_micro", "f1_samples"])
+def test_joint_metric_no_single_label_change_improves_it(data, scoring):
+    X, Y = data
+    model = MultiLabelLogistic(C=0.3)
+    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    average = scoring.split("_")[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+
+        def score(thresholds):
+            return f1_score(Y, (P >= thresholds).astype(int), average=average)
+
+        tuned = MultiLabelThresholdCV(model, scoring=scoring, thresholds=30).fit(X, Y)
+        best = score(tuned.thresholds_)
+        assert_allclose(tuned.best_scores_, best)
+        for j in range(4):
+            for t in candidates(P[:, j], 30):
+                trial = tuned.thresholds_.copy()
+                trial[j] = t
+                assert score(trial) <= best + 1e-12
+        # Jointly tuned, the thresholds beat the best shared one.
+        shared = MultiLabelThresholdCV(model, scoring=scoring, per_label=False,
+                                       thresholds=30).fit(X, Y)
+        assert best >= score(shared.thresholds_)
+
+
+@pytest.mark.parametrize("estimator", [
+    FOREST, KNeighborsClassifier(5), MultiOutputClassifier(DecisionTreeClassifier(max_depth=3, random_state=0))
+], ids=["forest", "knn", "multioutput"])
+def test_labels_constant_in_a_training_fold(data, estimator):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 1] = 0
+    Y[:48, 1] = 1  # all positives in the first fold: its training part has none
+    Y[:, 3] = 0  # constant everywhere
+    P = out_of_fold(estimator, X, Y, KFold(5).split(X))
+    tuned = MultiLabelThresholdCV(estimator).fit(X, Y)
+    assert_array_equal(tuned.thresholds_,
+                       per_label_manual(P, Y, lambda y, p: f1_score(y, p, zero_division=0)))
+    assert tuned.thresholds_[3] == 0.5  # nothing to gain: the default stays
+    assert_array_equal(tuned.predict(X)[:, 3], 0)
+
+
+def test_sample_weight_weighs_the_metric_and_the_fits(data):
+    X, Y = data
+    sw = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
+    model = MultiLabelLogistic(C=0.3)
+    P = out_of_fold(model, X, Y, KFold(5).split(X), sample_weight=sw)
+    grid_rows = sw > 0
+    expected = []
+    for j in range(4):
+        grid = candidates(P[grid_rows, j])
+        expected.append(best_of(
+            [f1_score(Y[:, j], P[:, j] >= t, sample_weight=sw, zero_division=0) for t in grid],
+            grid)[0])
+    tuned = MultiLabelThresholdCV(model).fit(X, Y, sample_weight=sw)
+    assert_array_equal(tuned.thresholds_, expected)
+
+
+def test_metadata_routing(data):
+    X, Y = data
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    with sklearn.config_context(enable_metadata_routing=True):
+        model = MultiLabelLogistic(C=0.3).set_fit_request(sample_weight=False)
+        scorer = make_scorer(f1_score).set_score_request(sample_weight=True)
+        P = out_of_fold(model, X, Y, KFold(5).split(X))
+        expected = []
+        for j in range(4):
+            grid = candidates(P[:, j])
+            expected.append(best_of(
+                [f1_score(Y[:, j], P[:, j] >= t, sample_weight=sw) for t in grid], grid)[0])
+        tuned = MultiLabelThresholdCV(model, scoring=scorer).fit(X, Y, sample_weight=sw)
+        assert_array_equal(tuned.thresholds_, expected)
+
+
+def test_binary_target_prefit_and_write_back(data):
+    X, Y = data
+    y = np.where(Y[:, 0] == 1, "yes", "no")
+    model = MultiLabelLogistic(C=0.3)
+    folds = list(StratifiedKFold(5).split(X, y))
+    P = out_of_fold(model, X, y, folds)
+    tuned = MultiLabelThresholdCV(model).fit(X, y)
+    assert tuned.thresholds_.shape == (1,)
+    assert_array_equal(tuned.thresholds_,
+                       per_label_manual(P, (y == "yes")[:, None].astype(int), f1_score))
+    assert set(tuned.predict(X)) <= {"yes", "no"}
+
+    # Prefit: the thresholds of a validation set, the estimator untouched.
+    fitted = MultiLabelLogistic(C=0.3).fit(X[:120], Y[:120])
+    prefit = MultiLabelThresholdCV(fitted, cv="prefit", refit=False).fit(X[120:], Y[120:])
+    assert prefit.estimator_ is fitted
+    P = fitted.predict_proba(X[120:])
+    assert_array_equal(prefit.thresholds_, per_label_manual(P, Y[120:], f1_score))
+    fitted.set_params(threshold=prefit.thresholds_)
+    assert_array_equal(fitted.predict(X), prefit.predict(X))
+    assert_allclose(prefit.predict_proba(X), fitted.predict_proba(X))
+    with pytest.raises(ValueError, match="refit=False"):
+        MultiLabelThresholdCV(fitted, cv="prefit").fit(X, Y)
+    with pytest.raises(ValueError, match="single split"):
+        MultiLabelThresholdCV(model, refit=False).fit(X, Y)
+    with pytest.raises(ValueError, match="Only binary classification"):
+        MultiLabelThresholdCV(model).fit(X, np.arange(len(X)) % 3)
+
+
+@parametrize_with_checks(
+    [MultiLabelThresholdCV(MultiLabelLogistic(), cv=3)],
+    expected_failed_checks=lambda _: {
+        # The point of the estimator: predict applies the tuned thresholds,
+        # while predict_proba and decision_function pass through unchanged,
+        # so predict is not predict_proba > 0.5 (scikit-learn marks
+        # TunedThresholdClassifierCV's check_classifiers_train the same way).
+        "check_classifier_multioutput": "tuned thresholds are not 0.5",
+    },
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
