@@ -44,8 +44,44 @@ _SHARED_PARAMS = (
 )
 
 
+# What a fit's problem computes from X and the sample weights alone, and so
+# can hand on to the next C of a path (never "low": its float32 problem copy
+# carries the penalty of its own C).
+_PATH_SHARED = ("gram", "max_abs", "squares")
+
+
 def _never(self):
     return False
+
+
+class _PathModel(MultiLabelLogistic):
+    """MultiLabelLogistic for a path of C's, warm-started, on one training set.
+
+    Each fit's problem takes over what the previous fit's problem computed
+    from the same ``X`` and sample weights -- above all the Gram
+    eigendecomposition that preconditions newton-cg on a small dense ``X``,
+    else recomputed for every C (scene's folds, 969 x 294: about a fifth of
+    the path's time). The solutions never depend on it: the preconditioner
+    only steers the conjugate gradient.
+    """
+
+    def _problem(self, X, Y, sample_weight, pos_weight):
+        problem = super()._problem(X, Y, sample_weight, pos_weight)
+        cache = getattr(problem, "_cache", None)
+        if not isinstance(cache, dict):
+            return problem
+        previous = getattr(self, "_path_problem", None)
+        if previous is not None and previous[0] is X and _same_weights(previous[1],
+                                                                        sample_weight):
+            cache.update({key: previous[2][key] for key in _PATH_SHARED if key in previous[2]})
+        self._path_problem = (X, sample_weight, cache)
+        return problem
+
+
+def _same_weights(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and np.array_equal(a, b)
 
 
 class _LabelOutputs(ClassifierMixin, BaseEstimator):
@@ -403,10 +439,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                              f"got {self.Cs!r}.")
         return np.sort(Cs)
 
-    def _model(self, **params):
+    def _model(self, kind=MultiLabelLogistic, **params):
         """A MultiLabelLogistic with this estimator's shared parameters."""
         shared = {key: getattr(self, key) for key in _SHARED_PARAMS}
-        return MultiLabelLogistic(**shared, verbose=max(0, self.verbose - 1), **params)
+        return kind(**shared, verbose=max(0, self.verbose - 1), **params)
 
     def _scorer(self):
         return None if self.scoring is None else check_scoring(self, scoring=self.scoring)
@@ -458,8 +494,8 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         keep_coefs = not self.refit
         paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
             delayed(_fold_path)(
-                self._model(warm_start=True), X, Y, y, sample_weight, train, test, Cs,
-                scorer, self.per_label, routed.scorer.score, self.classes_, self._one_d,
+                self._model(_PathModel, warm_start=True), X, Y, y, sample_weight, train, test,
+                Cs, scorer, self.per_label, routed.scorer.score, self.classes_, self._one_d,
                 keep_coefs,
             )
             for train, test in folds
@@ -506,9 +542,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         intercept = np.empty(n_labels, dtype=dtype)
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         n_iter = n_unconverged = 0
+        model = self._model(_PathModel)  # one model: its fits share X's Gram matrix
         for C in np.unique(C_per_label):
             labels = np.flatnonzero(C_per_label == C)
-            model = self._model(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
+            model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
             n_unconverged += _fit_counting_unconverged(model, X, Y[:, labels], sample_weight)
             coef[labels] = model.coef_[:len(labels)]
             intercept[labels] = model.intercept_[:len(labels)]

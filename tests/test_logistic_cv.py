@@ -202,3 +202,18 @@ def test_labels_constant_in_the_data_or_in_a_fold(data):
     binary = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, 3])
     assert np.all(np.isfinite(binary.scores_))
     assert abs(binary.predict_proba(X)[:, 1].mean() - 1 / 3) < 0.05
+
+
+def test_path_fits_share_the_gram_matrix_and_not_the_solution(data):
+    X, Y = data
+    from skbce._logistic_cv import _PathModel
+
+    model = _PathModel(C=0.1, tol=1e-10)
+    model.fit(X, Y)
+    first = model._path_problem[2]["gram"]
+    model.set_params(C=10.0).fit(X, Y)
+    assert model._path_problem[2]["gram"] is first  # handed on, not recomputed
+    assert_allclose(model.coef_, MultiLabelLogistic(C=10.0, tol=1e-10).fit(X, Y).coef_,
+                    rtol=1e-7, atol=1e-9)
+    model.fit(X[:100], Y[:100])  # other data: a Gram matrix of its own
+    assert model._path_problem[2]["gram"] is not first
