@@ -52,10 +52,14 @@ def per_label_logistic(X, Y, **params):
 
 
 @pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix, sparse.csc_matrix])
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd"])
 @pytest.mark.parametrize("C", [0.1, 1.0])
 def test_l2_matches_logistic_regression(multilabel, container, solver, C):
     X, Y = multilabel
+    if solver == "newton-cholesky" and container is not np.asarray:
+        with pytest.raises(ValueError, match="needs a dense X"):
+            MultiLabelLogistic(solver=solver).fit(container(X), Y)
+        return
     coef, intercept = per_label_logistic(X, Y, C=C, tol=1e-10)
     model = MultiLabelLogistic(C=C, solver=solver, tol=1e-8).fit(container(X), Y)
     assert model.coef_.shape == (4, 12)
@@ -130,9 +134,37 @@ def test_auto_solver_choice(multilabel):
     X, Y = multilabel
     assert MultiLabelLogistic().fit(X, Y).solver_ == "newton-cg"
     assert MultiLabelLogistic(l1_ratio=0.5).fit(X, Y).solver_ == "gd"
+    # One label, dense, few features: Newton with the exact Hessian.
+    assert MultiLabelLogistic().fit(X, Y[:, 0]).solver_ == "newton-cholesky"
+    assert MultiLabelLogistic().fit(sparse.csr_matrix(X), Y[:, 0]).solver_ == "newton-cg"
+    wide = np.hstack([X] * 20)  # 240 features
+    assert MultiLabelLogistic().fit(wide, Y[:, 0]).solver_ == "newton-cg"
 
 
-@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_newton_cholesky_with_weights_matches_logistic_regression(multilabel):
+    """Sample weights, class weights (pos_weight) and no intercept, in float32 too."""
+    X, Y = multilabel
+    y = Y[:, 1]
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, size=len(y))
+    lr = LogisticRegression(C=0.5, class_weight={0: 1.0, 1: 2.5}, fit_intercept=False,
+                            tol=1e-10).fit(X, y, sample_weight=sw)
+    for dtype, tol, atol in [(np.float64, 1e-7, 1e-6), (np.float32, 1e-4, 1e-3)]:
+        model = MultiLabelLogistic(C=0.5, pos_weight=2.5, fit_intercept=False, tol=tol,
+                                   solver="newton-cholesky").fit(X.astype(dtype), y,
+                                                                 sample_weight=sw)
+        assert model.coef_.dtype == dtype
+        assert_allclose(model.coef_, lr.coef_, atol=atol)
+    # Many row blocks, and a collinear, unpenalised problem (a singular Hessian).
+    rng = np.random.default_rng(2)
+    tall = rng.normal(size=(30_000, 3))
+    tall = np.hstack([tall, tall[:, :1]])
+    y = (tall[:, 0] - tall[:, 1] + rng.logistic(size=len(tall)) > 0).astype(int)
+    model = MultiLabelLogistic(C=np.inf, solver="newton-cholesky", tol=1e-8).fit(tall, y)
+    lr = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(tall, y)
+    assert_allclose(model.predict_proba(tall), lr.predict_proba(tall), atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "newton-cholesky"])
 def test_smooth_solvers_reject_l1(multilabel, solver):
     X, Y = multilabel
     with pytest.raises(ValueError, match="supports only l1_ratio=0"):
@@ -287,7 +319,7 @@ def test_convergence_warning_and_verbose(multilabel, capsys):
     assert "iter" in out and "objective" in out and "max|grad|" in out and "s\n" in out
 
 
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd", "sgd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"])
 def test_badly_scaled_feature_is_fitted_or_warned(multilabel, solver):
     """One feature x 1e10: each solver fits the model or warns, never silently fails.
 
@@ -314,7 +346,7 @@ def test_badly_scaled_feature_is_fitted_or_warned(multilabel, solver):
         assert warned and not fitted
 
 
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd", "sgd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"])
 @pytest.mark.parametrize("scale, column", [(1e80, None), (1e200, None), (1e80, 0)])
 def test_extreme_magnitudes_raise_a_clear_error(multilabel, solver, scale, column):
     X, Y = multilabel
@@ -332,7 +364,7 @@ def test_extreme_magnitudes_raise_a_clear_error(multilabel, solver, scale, colum
         MultiLabelLogistic(solver=solver).fit((multilabel[0] * 1e10).astype(np.float32), Y)
 
 
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd", "sgd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"])
 def test_large_magnitudes_below_the_limit_give_finite_models(multilabel, solver):
     """All features x 1e70 (below float64's limit): finite, and fitted or warned."""
     X, Y = multilabel
@@ -348,7 +380,7 @@ def test_large_magnitudes_below_the_limit_give_finite_models(multilabel, solver)
     assert warned or binary_cross_entropy(Y, proba) <= unpenalised + 0.01
 
 
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd", "sgd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"])
 @pytest.mark.parametrize("working_memory", [None, 0.005])
 def test_verbose_counts_the_iterations_of_n_iter(multilabel, solver, working_memory, capsys):
     """The progress lines count what n_iter_ reports, also label by label in blocks."""
@@ -443,7 +475,7 @@ def test_constant_labels_get_sensible_probabilities(multilabel):
     assert np.all(np.isfinite(model.coef_))
 
 
-@pytest.mark.parametrize("solver", ["newton-cg", "lbfgs", "gd"])
+@pytest.mark.parametrize("solver", ["newton-cg", "newton-cholesky", "lbfgs", "gd"])
 def test_sample_weight_equals_repetition(multilabel, solver):
     X, Y = multilabel
     weights = np.random.default_rng(0).integers(0, 4, size=len(X))
