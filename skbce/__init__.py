@@ -5,6 +5,7 @@ from skbce.linear_model import MultiLabelLogistic
 from skbce._scorer import bce_scorer, make_bce_scorer
 from skbce._logistic_cv import MultiLabelLogisticCV
 from skbce._thresholds import MultiLabelThresholdCV
+from skbce._kernels import show_config
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "binary_cross_entropy",
     "bce_scorer",
     "make_bce_scorer",
+    "show_config",
 ]

@@ -42,8 +42,8 @@ from scipy.linalg import blas
 from sklearn import get_config
 from sklearn.utils.extmath import safe_sparse_dot
 
-from skbce._bce import bce_pass
-from skbce._linear_kernels import (
+from skbce._kernels import bce_pass
+from skbce._kernels import (
     cg_advance,
     cg_curvature,
     cg_direction,

@@ -25,7 +25,7 @@ from sklearn.utils.validation import (
 from threadpoolctl import ThreadpoolController
 
 from skbce import _solvers
-from skbce._bce import max_threads
+from skbce._kernels import max_threads
 from skbce._dispatch import is_dask_collection
 
 __all__ = ["MultiLabelLogistic"]

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions, valid
 from sklearn.utils.validation import _check_sample_weight
 
 try:
-    from skbce._bce import bce_pass, max_threads
+    from skbce._kernels import bce_pass, max_threads
     from skbce._validation import count_outside
 except ModuleNotFoundError as exc:
     if not (exc.name or "").startswith("skbce."):

@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose
 from scipy import sparse
 from scipy.special import expit, log_expit
 
-from skbce._linear_kernels import csr_hessp, csr_matmul, csr_matmul_t, logistic_derivatives
+from skbce._kernels import csr_hessp, csr_matmul, csr_matmul_t, logistic_derivatives
 
 LABEL_COUNTS = [1, 2, 3, 4, 7, 8, 9, 16, 21]
 
@@ -142,7 +142,7 @@ def test_malformed_sparse_matrix_is_a_value_error():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_conjugate_gradient_updates(dtype):
     """The fused vector updates of newton-cg's conjugate gradient against numpy."""
-    from skbce._linear_kernels import cg_advance, cg_curvature, cg_direction
+    from skbce._kernels import cg_advance, cg_curvature, cg_direction
 
     rng = np.random.default_rng(5)
     d, k_all = 37, 11

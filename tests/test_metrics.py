@@ -494,7 +494,7 @@ def test_same_result_from_eight_python_threads():
 def test_threadpoolctl_limit_is_honoured():
     from threadpoolctl import threadpool_limits
 
-    from skbce._bce import max_threads
+    from skbce._kernels import max_threads
 
     rng = np.random.default_rng(14)
     y, p = random_problem(rng, (300_000,))
@@ -514,7 +514,7 @@ LARGE_SHAPE = (20_011, 3)
 
 
 def test_large_shape_is_split_between_threads():
-    from skbce._bce import max_threads
+    from skbce._kernels import max_threads
     from skbce.metrics import _n_threads
 
     assert _n_threads(LARGE_SHAPE[0] * LARGE_SHAPE[1]) == min(2, max_threads())
@@ -631,7 +631,7 @@ def test_speculation_gives_the_two_log_result(dtype, first_soft):
     # Hard targets with soft ones from entry ``first_soft`` on: whether the
     # first guess (from the leading targets) is right or not, the result is
     # the two-log pass, bit for bit.
-    from skbce._bce import bce_pass
+    from skbce._kernels import bce_pass
 
     y, p = _large_problem(dtype, False, False)
     flat = y.reshape(-1)
@@ -656,7 +656,7 @@ def test_speculation_gives_the_two_log_result(dtype, first_soft):
 
 
 def test_all_hard_targets_take_the_one_log_pass():
-    from skbce._bce import bce_pass
+    from skbce._kernels import bce_pass
 
     y, p = _large_problem(np.float64, False, False)
     empty, empty2 = np.empty(0), np.empty((0, 0))
@@ -670,7 +670,7 @@ def test_all_hard_targets_take_the_one_log_pass():
 
 
 def test_bce_pass_found_flags_and_positional_compatibility():
-    from skbce._bce import bce_pass
+    from skbce._kernels import bce_pass
 
     y = np.array([[1.0, 0.0], [0.5, 1.0]])
     p = np.array([[0.9, 0.2], [0.3, 0.6]])
