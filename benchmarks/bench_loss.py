@@ -20,7 +20,7 @@ import numpy as np
 from sklearn._loss.loss import HalfBinomialLoss
 
 import skbce
-from skbce._bce import bce_pass, max_threads
+from skbce._kernels import bce_pass, max_threads
 
 EPS = 1e-15
 

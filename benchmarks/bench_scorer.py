@@ -35,7 +35,7 @@ from sklearn.multioutput import MultiOutputClassifier
 from sklearn.neural_network import MLPClassifier
 
 import skbce
-from skbce._bce import bce_pass
+from skbce._kernels import bce_pass
 from skbce.metrics import _n_threads
 
 GOAL = 1.5
