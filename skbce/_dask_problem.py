@@ -31,7 +31,7 @@ import operator
 import numpy as np
 from scipy import sparse
 
-from skbce._bce import max_threads
+from skbce._kernels import max_threads
 from skbce._solvers import LinearBCE
 
 __all__ = ["ChunkedArray", "DaskLinearBCE"]

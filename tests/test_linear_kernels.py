@@ -182,7 +182,7 @@ def test_conjugate_gradient_updates(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 1001])
 def test_max_abs_matches_numpy(dtype, n):
-    from skbce._linear_kernels import max_abs
+    from skbce._kernels import max_abs
 
     x = np.random.default_rng(n).normal(size=n).astype(dtype) * 1e3
     expected = float(np.abs(x).max()) if n else 0.0
