@@ -1,5 +1,6 @@
 """MultiLabelLogistic: a joint multi-label logistic regression trained on BCE."""
 
+import hashlib
 import time
 import warnings
 from contextlib import ExitStack
@@ -236,10 +237,20 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     within scikit-learn's ``working_memory`` setting when that is lower, by
     working on fewer labels at a time -- with ``"newton-cg"`` a pool that
     converged labels
-    leave and the next labels join. The penalty of :meth:`partial_fit` is weighed
-    against the chunk it is given, as :meth:`fit` would weigh it against
-    that chunk alone: over ``m`` equal chunks of a dataset this is the
-    objective of :meth:`fit` with ``C / m``.
+    leave and the next labels join.
+
+    ``C`` means the same in :meth:`partial_fit` as in :meth:`fit`: the
+    penalty is weighed against the rows of one pass over the data, so that
+    passes over the chunks of a data set converge to :meth:`fit`'s
+    objective on all of it. The pass is learned from the chunks given: its
+    weight is that of the distinct chunks seen so far, until a chunk comes
+    again (the same data), which completes it; a stream that never repeats
+    is fitted as everything seen so far. The model after each call is the
+    average of the SGD iterates over the last pass.
+
+    On dask arrays :meth:`fit` trains data-parallel on a ``distributed``
+    cluster and the prediction methods return lazy dask arrays (see
+    :ref:`scale_out`).
 
     Examples
     --------
@@ -497,9 +508,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             raise ValueError("sample_weight must not be all zero.")
         return sw
 
-    def _problem(self, X, Y, sample_weight, pos_weight):
-        total = X.shape[0] if sample_weight is None else float(
-            np.sum(sample_weight, dtype=np.float64))
+    def _problem(self, X, Y, sample_weight, pos_weight, total=None):
+        """The problem of ``X``, with the penalty weighed against ``total``
+        (default: the weight of ``X``'s rows)."""
+        if total is None:
+            total = X.shape[0] if sample_weight is None else float(
+                np.sum(sample_weight, dtype=np.float64))
         if np.isinf(self.C):
             alpha = beta = 0.0
         else:
@@ -733,6 +747,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch of mini-batch SGD on the given chunk of data.
 
+        The penalty is weighed against the rows of a pass over all the
+        chunks (see Notes), so ``C`` is :meth:`fit`'s ``C``. The first call
+        sets the step size from that chunk's curvature.
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
@@ -771,6 +789,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             self._sgd_rng = np.random.default_rng(
                 check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             self._sgd_state = None
+            self._pass = _Pass()
             self.n_iter_ = 0
             self.loss_curve_ = []
         elif getattr(self, "_W", None) is None:
@@ -781,22 +800,32 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 self._sgd_rng = np.random.default_rng(
                     check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             self._sgd_state = None
+            self._pass = _Pass()
         W = self._W.astype(dtype, copy=False)
         b = self._b.astype(dtype, copy=False)
+        self._pass.add(X, Y, sample_weight)
         with self._thread_limits(X):
-            problem = self._problem(X, Y, sample_weight, self.pos_weight_)
+            problem = self._problem(X, Y, sample_weight, self.pos_weight_,
+                                    total=self._pass.weight)
             if self._sgd_state is None:
                 batch = int(min(self.batch_size, X.shape[0]))
                 precond = _solvers.sgd_preconditioner(problem)
+                # Also the first chunk's curvature bound (a power iteration),
+                # which the row-norm bound exceeds up to n_features times: a
+                # few passes then go a long way (3600 x 30 Gaussian features,
+                # 6 chunks: 44% above fit's objective after 20 passes with
+                # the row-norm step, 0.2% with this). Either bounds the
+                # preconditioned curvature (its factors are at most 1).
+                step0 = max(_solvers.sgd_step_size(problem, batch, precond),
+                            1.0 / problem.lipschitz())
                 self._sgd_state = _solvers.SGDState(
-                    step0=_solvers.sgd_step_size(problem, batch, precond),
-                    avg_start=self._step_decay(), precond=precond)
+                    step0=step0, avg_start=self._step_decay(), precond=precond)
             _solvers.sgd_epoch(
                 problem, W, b, self._sgd_state, batch_size=self.batch_size,
                 learning_rate=self.learning_rate, rng=self._sgd_rng,
                 decay_every=self._step_decay(),
             )
-            W_avg, b_avg = self._sgd_state.averaged(W, b)
+            W_avg, b_avg = self._pass.average(self._sgd_state, W, b, X.shape[0])
             objective = problem.objective(W_avg, b_avg)
         self._W, self._b = W, b
         result = _solvers.SolverResult(
@@ -962,6 +991,68 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         tags.target_tags.single_output = True
         tags.input_tags.sparse = True
         return tags
+
+
+class _Pass:
+    """One pass over the chunks that :meth:`MultiLabelLogistic.partial_fit` is given.
+
+    Its weight is that of the distinct chunks seen so far, until a chunk
+    comes again (the same bytes): then a pass is complete and its weight
+    fixed. The penalty of each chunk's SGD steps is weighed against it, as
+    :meth:`~MultiLabelLogistic.fit` weighs it against all rows: repeated
+    passes converge to the fit of the data set, and a stream that never
+    repeats to the fit of everything seen. The estimate is the average of
+    the SGD iterates over the last pass (over everything seen, in the first),
+    as ``"sgd"``'s is over the last epoch.
+    """
+
+    def __init__(self):
+        self.weight = 0.0
+        self.rows = 0
+        self.complete = False
+        self._seen = set()
+        # The running average of the iterates over the current window.
+        self._window_rows = 0
+        self._count = 0
+        self._W = self._b = None
+
+    def add(self, X, Y, sample_weight):
+        if self.complete:
+            return
+        key = _fingerprint(X, Y, sample_weight)
+        if key in self._seen:
+            self.complete, self._seen = True, None
+            return
+        self._seen.add(key)
+        self.rows += X.shape[0]
+        self.weight += X.shape[0] if sample_weight is None else float(
+            np.sum(sample_weight, dtype=np.float64))
+
+    def average(self, state, W, b, n_rows):
+        """Fold the averaged iterates of this chunk (in ``state``) into the pass's."""
+        if self.complete and self._window_rows >= self.rows:
+            self._window_rows = self._count = 0
+        self._window_rows += n_rows
+        if state.n_avg:
+            if self._count == 0:
+                self._W, self._b = state.avg_W.copy(), state.avg_b.copy()
+            else:
+                share = state.n_avg / (self._count + state.n_avg)
+                self._W += W.dtype.type(share) * (state.avg_W - self._W)
+                self._b += b.dtype.type(share) * (state.avg_b - self._b)
+            self._count += state.n_avg
+        return (self._W, self._b) if self._count else (W, b)
+
+
+def _fingerprint(X, Y, sample_weight):
+    """A digest of a chunk's bytes: the same chunk given again has the same one."""
+    digest = hashlib.blake2b(digest_size=16)
+    parts = [X.data, X.indices, X.indptr] if sparse.issparse(X) else [X]
+    for part in [*parts, Y] + ([] if sample_weight is None else [sample_weight]):
+        part = np.ascontiguousarray(part)
+        digest.update(f"{part.dtype.str}{part.shape}".encode())
+        digest.update(memoryview(part).cast("B"))
+    return digest.digest()
 
 
 def _weighted_column_sums(Y, sample_weight):

@@ -2,11 +2,13 @@
 
 On a two-process ``distributed.LocalCluster``: the loss functions and the
 predictions on dask arrays are lazy and equal the in-memory ones; a grid
-search through joblib's dask backend agrees with the local run, and
-``dask_ml.wrappers.Incremental`` trains ``MultiLabelLogistic(solver="sgd")``
-block by block to the test BCE of an in-memory fit.
+search through joblib's dask backend agrees with the local run;
+``MultiLabelLogistic.fit`` on dask arrays trains data-parallel to the
+in-memory model; and passes of ``skbce.dask.Incremental`` (dask-ml's, for a
+plain 2-D label array) over blocks converge to the in-memory fit.
 """
 
+import doctest
 import logging
 import os
 import sys
@@ -26,6 +28,7 @@ from sklearn.model_selection import GridSearchCV, KFold, train_test_split  # noq
 
 from scipy import sparse  # noqa: E402
 
+from skbce.dask import Incremental, label_blocks  # noqa: E402
 from skbce import (  # noqa: E402
     MultiLabelLogistic,
     bce_gradient,
@@ -39,7 +42,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # Yes/no tags of the digit each image shows: even, prime, at least 5, closed loop.
 TAGS = [(0, 2, 4, 6, 8), (2, 3, 5, 7), (5, 6, 7, 8, 9), (0, 6, 8, 9)]
-ROWS_PER_BLOCK = 200
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +62,6 @@ def client():
         silence_logs=logging.ERROR,
     ) as cluster, distributed.Client(cluster) as client:
         yield client
-
-
-def label_blocks(Y):
-    """``Y``'s row blocks, each whole, under the 1-D keys ``Incremental`` reads.
-
-    dask-ml passes block ``i`` of ``y`` to ``partial_fit`` by the key
-    ``(name, i)``, which only a 1-D array has; a 2-D label array's blocks are
-    ``(name, i, 0)``. This view keeps the (rows, n_labels) blocks and gives
-    them 1-D keys.
-    """
-    return Y.rechunk({1: -1}).map_blocks(lambda block: block, drop_axis=1, dtype=Y.dtype)
 
 
 def grid_search():
@@ -96,21 +87,49 @@ def test_grid_search_on_a_cluster_matches_the_local_run(client, digits):
     np.testing.assert_allclose(remote.best_score_, local.best_score_, rtol=1e-7)
 
 
-def test_incremental_sgd_over_blocks_matches_in_memory_fit(client, digits):
-    X_train, X_test, Y_train, Y_test = digits
-    sgd = MultiLabelLogistic(solver="sgd", random_state=0)
-    in_memory = binary_cross_entropy(Y_test, sgd.fit(X_train, Y_train).predict_proba(X_test))
+def synthetic(n_rows=3600, n_features=30, n_labels=5, seed=5):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_features))
+    W = rng.normal(size=(n_features, n_labels))
+    return X, (X @ W + rng.logistic(size=(n_rows, n_labels)) > 0).astype(np.int8)
 
-    X_blocks = da.from_array(X_train, chunks=(ROWS_PER_BLOCK, -1))
-    Y_blocks = label_blocks(da.from_array(Y_train, chunks=(ROWS_PER_BLOCK, -1)))
-    assert X_blocks.numblocks[0] > 1
-    model = wrappers.Incremental(MultiLabelLogistic(solver="sgd", random_state=0),
-                                 random_state=0)
-    # Each call is one pass over the blocks, continuing from the last.
-    for _ in range(sgd.n_iter_):
-        model.partial_fit(X_blocks, Y_blocks)
-    blockwise = binary_cross_entropy(Y_test, model.estimator_.predict_proba(X_test))
-    assert abs(blockwise - in_memory) < 0.01, (blockwise, in_memory)
+
+def fit_objective(model, X, Y, C=1.0):
+    """fit's objective (mean over labels) at ``model``'s coefficients."""
+    loss = binary_cross_entropy(Y, X @ model.coef_.T + model.intercept_, from_logits=True,
+                                axis=0)
+    return float(np.mean(loss + 0.5 * np.sum(model.coef_ ** 2, axis=1) / (C * len(X))))
+
+
+def test_incremental_passes_with_a_plain_2d_label_array_converge_to_fit(client):
+    # 20 passes over 6 blocks of 600 rows, the labels a plain 2-D dask array.
+    X, Y = synthetic()
+    best = fit_objective(MultiLabelLogistic().fit(X, Y), X, Y)
+    model = Incremental(MultiLabelLogistic(solver="sgd", random_state=0), random_state=0)
+    dX = da.from_array(X, chunks=(600, 10))  # split along features: rechunked
+    dY = da.from_array(Y, chunks=(600, 2))
+    for _ in range(20):
+        model.partial_fit(dX, dY)
+    assert model.estimator_.n_iter_ == 20 * 6
+    assert fit_objective(model.estimator_, X, Y) <= 1.005 * best
+
+
+def test_label_blocks_feed_dask_ml_incremental(client):
+    X, Y = synthetic(n_rows=1200)
+    dX, dY = da.from_array(X, chunks=(400, -1)), da.from_array(Y, chunks=(400, -1))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        wrappers.Incremental(MultiLabelLogistic(solver="sgd")).partial_fit(dX, dY)
+    model = wrappers.Incremental(MultiLabelLogistic(solver="sgd", random_state=0))
+    model.partial_fit(dX, label_blocks(dY))
+    assert model.estimator_.coef_.shape == (Y.shape[1], X.shape[1])
+    assert model.estimator_.n_iter_ == 3
+
+
+def test_skbce_dask_docstring_examples(client):
+    import skbce.dask
+
+    result = doctest.testmod(skbce.dask, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
 
 
 # -- the loss on dask arrays ------------------------------------------------
