@@ -46,6 +46,10 @@ _MEMORY_SLACK = 32 * 2**20
 # "auto" takes Newton with the exact Hessian for one label up to this many
 # features (see _exact_newton_pays).
 _EXACT_NEWTON_MAX_FEATURES = 200
+# A dense X at most this dense is fitted as a CSR copy for this many labels
+# or more (see _csr_pays).
+_CSR_MAX_DENSITY = 0.05
+_CSR_MIN_LABELS = 32
 
 
 @lru_cache(maxsize=1)
@@ -642,6 +646,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                     "'auto') for a sparse one."
                 )
             sample_weight = self._sample_weight(sample_weight, X)
+            if solver != "newton-cholesky" and _csr_pays(X, Y.shape[1]):
+                X = sparse.csr_matrix(X)
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         self.pos_weight_ = pos_weight
         self._W = self._sgd_rng = None
@@ -1106,6 +1112,22 @@ def _exact_newton_pays(X, n_labels):
     """
     return (not sparse.issparse(X) and n_labels == 1
             and X.shape[1] <= _EXACT_NEWTON_MAX_FEATURES)
+
+
+def _csr_pays(X, n_labels):
+    """Whether a dense ``X`` is fitted faster as a CSR copy: mostly zeros, many labels.
+
+    The sparse kernels' products cost ``nnz * n_labels``, BLAS's ``n_samples *
+    n_features * n_labels`` at a few times the speed per multiply-add. One
+    float32 Hessian product, 12000 x 500 (one thread each): 100 labels,
+    density 4 %: dense 50 ms, CSR 21 ms; 15 %: 56 / 55 ms; 983 labels, 4 %:
+    0.72 s / 0.18 s. With 8 labels the narrow sparse products lose at every
+    density (4 %: 4.6 / 12 ms). The copy, at most 12 bytes per non-zero,
+    stays within the memory rule's bytes(X).
+    """
+    if sparse.issparse(X) or n_labels < _CSR_MIN_LABELS or X.size == 0:
+        return False
+    return np.count_nonzero(X) <= _CSR_MAX_DENSITY * X.size
 
 
 def _check_magnitude(problem):

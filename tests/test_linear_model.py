@@ -228,6 +228,55 @@ def test_dense_products_over_row_blocks(monkeypatch):
         assert_allclose(problem.squared_backward(D), (X * X).T @ D, rtol=1e-12)
 
 
+def test_mostly_zero_dense_x_with_many_labels_is_fitted_as_csr(monkeypatch):
+    """A dense X of 3 % non-zeros and 40 labels goes to the sparse kernels, same model."""
+    from skbce import _solvers
+
+    rng = np.random.default_rng(4)
+    X = (rng.uniform(size=(400, 60)) < 0.03).astype(float)
+    Y = (X @ rng.normal(size=(60, 40)) + rng.logistic(size=(400, 40)) > 0.5).astype(int)
+    seen = []
+    make = _solvers.LinearBCE
+
+    def spy(X, *args, **kwargs):
+        seen.append(sparse.issparse(X))
+        return make(X, *args, **kwargs)
+
+    monkeypatch.setattr(_solvers, "LinearBCE", spy)
+    model = MultiLabelLogistic(tol=1e-8).fit(X, Y)
+    reference = MultiLabelLogistic(tol=1e-8).fit(sparse.csr_matrix(X), Y)
+    assert seen == [True, True]
+    assert_allclose(model.coef_, reference.coef_, atol=1e-10)
+    # Fewer labels, or more non-zeros: dense BLAS products.
+    MultiLabelLogistic().fit(X, Y[:, :8])
+    MultiLabelLogistic().fit(X + (rng.uniform(size=X.shape) < 0.1), Y)
+    assert seen[2:] == [False, False]
+    lr = LogisticRegression(tol=1e-10).fit(X, Y[:, 3])
+    assert_allclose(model.coef_[3], lr.coef_[0], atol=1e-5)
+
+
+def test_wide_accumulators_take_long_row_blocks(monkeypatch):
+    """Many labels: blocks of DENSE_WIDE_ROWS rows; the products are unchanged."""
+    from skbce import _solvers
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 20))
+    D = rng.uniform(0.05, 0.25, size=(300, 40))
+    V, vb = rng.normal(size=(20, 40)), rng.normal(size=40)
+    problem = _solvers.LinearBCE(X, (rng.uniform(size=(300, 40)) < 0.4).astype(float),
+                                 None, None, 0.01, 0.0, True)
+    monkeypatch.setattr(_solvers, "DENSE_BLOCK_WORK", 20 * 40 * 16)
+    monkeypatch.setattr(_solvers, "DENSE_WIDE_ACCUMULATOR", 20 * 40)
+    monkeypatch.setattr(_solvers, "DENSE_WIDE_ROWS", 64)
+    blocks = problem._row_blocks(40)
+    assert [b.start for b in blocks] == [0, 64, 128, 192, 256]
+    HW, Hb = problem.hessp(V, vb, D)
+    U = D * (X @ V + vb)
+    assert_allclose(HW, X.T @ U, rtol=1e-12)
+    assert_allclose(Hb, U.sum(axis=0), rtol=1e-12)
+    assert len(problem._row_blocks(39)) == 300 // 16 + 1  # below the threshold
+
+
 @pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
 def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     """scikit-learn's working_memory caps the solvers' working arrays."""
