@@ -18,9 +18,9 @@ operation makes new blocks instead of writing into old ones, so sharing a
 block between arrays is safe and a copy costs nothing.
 
 What does not apply to a distributed problem says so through the interface
-rather than through branches in the solvers: there is no Gram
-preconditioner (``gram_eig`` is None, so CG takes the diagonal one) and no
-float32 twin (``mixed_precision_cg`` is False).
+rather than through branches in the solvers: there is no float32 twin of
+the chunks (``mixed_precision_cg`` is False). The Gram preconditioner does
+apply to dense chunks: its matrix is a sum over rows, coefficient-sized.
 """
 
 import copy
@@ -32,7 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from skbce._kernels import max_threads
-from skbce._solvers import LinearBCE
+from skbce._solvers import GRAM_MAX_FEATURES, LinearBCE, _working_memory_bytes, gram_eigh
 
 __all__ = ["ChunkedArray", "DaskLinearBCE"]
 
@@ -353,6 +353,10 @@ def _lipschitz(problem):
     return problem.lipschitz()
 
 
+def _gram_matrix(problem):
+    return problem.gram_matrix()
+
+
 class DaskLinearBCE(LinearBCE):
     """:class:`~skbce._solvers.LinearBCE` over the row chunks of dask arrays.
 
@@ -383,6 +387,7 @@ class DaskLinearBCE(LinearBCE):
             pos_weight = np.asarray(pos_weight, dtype=self.dtype)
         self.pw_all = pos_weight
         self.pw_scalar = 1.0
+        self._sparse_chunks = sparse.issparse(X._meta)
         total = (float(self.n_samples) if sample_weight is None
                  else float(sample_weight.sum(dtype=np.float64).compute()))
         # Empty chunks hold nothing to compute.
@@ -435,11 +440,26 @@ class DaskLinearBCE(LinearBCE):
     # -- what a distributed problem does not have --------------------------------
 
     def gram_eig(self):
-        """None: CG takes the diagonal preconditioner (no ``d x d`` matrix is gathered)."""
-        return None
+        """The Gram preconditioner's eigendecomposition, from the chunks' Gram matrices.
+
+        ``A.T S A`` is a sum over rows: each chunk forms its own (coefficient-
+        sized, ``(d + 1)^2``), the client adds them and decomposes the sum.
+        None where :meth:`gram_bytes` says it is not used (sparse chunks, many
+        features): CG then takes the diagonal preconditioner.
+        """
+        if not self.gram_bytes():
+            return None
+        if "gram" not in self._cache:
+            self._cache["gram"] = gram_eigh(
+                self._gather_sum(_gram_matrix, chunks=self._all_labels))
+        return self._cache["gram"]
 
     def gram_bytes(self):
-        return 0
+        if self._sparse_chunks or self.n_features > GRAM_MAX_FEATURES:
+            return 0
+        m = self.n_features + 1 if self.fit_intercept else self.n_features
+        size = 2 * self._gram_dtype().itemsize * m * m
+        return size if size <= _working_memory_bytes() else 0
 
     def mixed_precision_cg(self):
         """False: no float32 twin of the chunks is made (it would double their memory)."""

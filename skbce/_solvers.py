@@ -202,34 +202,38 @@ class LinearBCE:
         if not self.gram_bytes():
             return None
         if "gram" not in self._cache:
-            d = self.n_features
-            m = d + 1 if self.fit_intercept else d
-            dtype = self._gram_dtype()
-            syrk = blas.ssyrk if dtype == np.float32 else blas.dsyrk
-            # Only the upper triangle is accumulated (BLAS syrk, in place):
-            # eigh reads no other, and no symmetric temporaries are needed.
-            gram = np.zeros((m, m), dtype=dtype, order="F")
-            step = max(16, 2**15 // (m * dtype.itemsize))  # rows per block: 32 KiB
-            A = None
-            for start in range(0, self.n_samples, step):
-                stop = min(start + step, self.n_samples)
-                if self.sw is None:
-                    root = np.full(stop - start, np.sqrt(1.0 / self.n_samples), dtype)
-                else:
-                    root = np.sqrt(self.sw[start:stop].astype(dtype))
-                A = None  # freed before its successor is allocated
-                A = np.empty((stop - start, m), dtype=dtype, order="F")
-                A[:, :d] = self.X[start:stop]
-                A[:, :d] *= root[:, None]
-                if self.fit_intercept:
-                    A[:, d] = root
-                # gram += A.T @ A with A.T S A = sum_i s_i a_i a_i^T
-                gram = syrk(1.0, A, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
-            del A
-            lam, V = linalg.eigh(gram, lower=False, overwrite_a=True, check_finite=False,
-                                 driver="evr")
-            self._cache["gram"] = (np.maximum(lam.astype(np.float64), 0.0), V)
+            self._cache["gram"] = gram_eigh(self.gram_matrix())
         return self._cache["gram"]
+
+    def gram_matrix(self):
+        """The upper triangle of ``A.T S A``, ``A = [X, 1]`` (Fortran order).
+
+        A sum over rows: a distributed problem adds its chunks'.
+        """
+        d = self.n_features
+        m = d + 1 if self.fit_intercept else d
+        dtype = self._gram_dtype()
+        syrk = blas.ssyrk if dtype == np.float32 else blas.dsyrk
+        # Only the upper triangle is accumulated (BLAS syrk, in place):
+        # eigh reads no other, and no symmetric temporaries are needed.
+        gram = np.zeros((m, m), dtype=dtype, order="F")
+        step = max(16, 2**15 // (m * dtype.itemsize))  # rows per block: 32 KiB
+        A = None
+        for start in range(0, self.n_samples, step):
+            stop = min(start + step, self.n_samples)
+            if self.sw is None:
+                root = np.full(stop - start, np.sqrt(1.0 / self.n_samples), dtype)
+            else:
+                root = np.sqrt(self.sw[start:stop].astype(dtype))
+            A = None  # freed before its successor is allocated
+            A = np.empty((stop - start, m), dtype=dtype, order="F")
+            A[:, :d] = self.X[start:stop]
+            A[:, :d] *= root[:, None]
+            if self.fit_intercept:
+                A[:, d] = root
+            # gram += A.T @ A with A.T S A = sum_i s_i a_i a_i^T
+            gram = syrk(1.0, A, beta=1.0, c=gram, trans=1, lower=0, overwrite_c=1)
+        return gram
 
     def gram_bytes(self):
         """Peak bytes of :meth:`gram_eig` (the matrix and its eigenvectors), 0 if unused.
@@ -612,6 +616,12 @@ class LinearBCE:
         pw_max = max(self.pw_scalar, 1.0) if self.pw_all is None else max(
             float(self.pw_all.max()), 1.0)
         return 0.25 * pw_max * lam * 1.05 + self.alpha
+
+
+def gram_eigh(gram):
+    """Eigenvalues (float64, clipped at 0) and vectors of an upper-triangle Gram matrix."""
+    lam, V = linalg.eigh(gram, lower=False, overwrite_a=True, check_finite=False, driver="evr")
+    return np.maximum(lam.astype(np.float64), 0.0), V
 
 
 def _check_csr_structure(M):

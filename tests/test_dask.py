@@ -11,8 +11,11 @@ plain 2-D label array) over blocks converge to the in-memory fit.
 import doctest
 import logging
 import os
+import re
 import sys
+import textwrap
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +350,25 @@ def test_fit_on_dask_rejects_what_cannot_be_lined_up(client, fit_data):
     bad[5, 1] = 2.0
     with pytest.raises(ValueError, match="Targets must be 0/1 labels or probabilities"):
         MultiLabelLogistic().fit(dX, bad)
+
+
+# -- the user guide's scale-out page ----------------------------------------
+
+
+def test_scale_out_page_runs_as_shown(client, capsys):
+    # The page's python blocks, in order, as one session (it starts and
+    # closes a cluster of its own); the guide ships beside the tests.
+    page = Path(__file__).resolve().parents[1] / "docs" / "dask.rst"
+    if not page.is_file():
+        pytest.skip("docs/ is not beside the tests")
+    blocks = re.findall(r"^\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)", page.read_text(),
+                        flags=re.MULTILINE)
+    assert len(blocks) >= 5
+    code = "\n".join(textwrap.dedent(block) for block in blocks)
+    namespace = {}
+    exec(compile(code, str(page), "exec"), namespace)
+    assert namespace["search"].best_params_["C"] in (0.01, 0.1, 1, 10)
+    assert namespace["model"].coef_.shape == (5, 20)
+    assert isinstance(namespace["proba"], da.Array)
+    assert namespace["fitted"].n_iter_ == 5 * namespace["X"].numblocks[0]
+    assert "{'C':" in capsys.readouterr().out
