@@ -11,15 +11,26 @@ The data are an (n_samples, n_labels) multi-label problem: hard targets (0/1,
 30% ones), soft targets (uniform in [0, 1]), probabilities uniform in (0, 1),
 logits normal with scale 3. "fused" is ``bce_loss_and_gradient``: the mean
 loss and its gradient from one pass (gradient array included in the time).
+
+The goals are judged on the kernel variant ``import skbce`` picks for this CPU.
+A second table then times every variant this CPU runs (baseline, avx2, avx512:
+see ``skbce.show_config()``), each in a fresh process with ``SKBCE_CPU`` set,
+one column each, with the goals per variant (``--no-variants`` skips it).
 """
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 from sklearn._loss.loss import HalfBinomialLoss
 
 import skbce
+from skbce import _kernels
 from skbce._kernels import bce_pass, max_threads
 
 EPS = 1e-15
@@ -110,13 +121,8 @@ def check_agreement(y, soft, p, z, n_threads):
     assert abs(loss32 - ours) < 1e-4 * ours, (loss32, ours)
 
 
-def report(best, shape, n_threads):
-    width = max(len(name) for name in best)
-    print(f"{shape[0]:,} x {shape[1]} = {shape[0] * shape[1]:,} entries, "
-          f"{n_threads} OpenMP threads; f64/f32: dtype of predictions (and float targets)")
-    print(f"{'candidate':<{width}}  {'best ms':>8}")
-    for name, seconds in best.items():
-        print(f"{name:<{width}}  {seconds * 1e3:8.2f}")
+def goals_for(best):
+    """The goals as (name, value, direction, target), from one set of timings."""
     loss64 = best["loss f64"]
 
     def speedup(slow, fast):
@@ -139,17 +145,66 @@ def report(best, shape, n_threads):
             f"int8 vs float targets: loss {precision} (time ratio)",
             best[f"loss {precision} int8 targets"] / best[f"loss {precision}"], "<=", 1.1,
         ))
+    return goals
+
+
+def passes(value, direction, target):
+    return value >= target if direction == ">=" else value <= target
+
+
+def report(best, shape, n_threads):
+    width = max(len(name) for name in best)
+    print(f"{shape[0]:,} x {shape[1]} = {shape[0] * shape[1]:,} entries, "
+          f"{n_threads} OpenMP threads; f64/f32: dtype of predictions (and float targets); "
+          f"kernels: {_kernels.variant}")
+    print(f"{'candidate':<{width}}  {'best ms':>8}")
+    for name, seconds in best.items():
+        print(f"{name:<{width}}  {seconds * 1e3:8.2f}")
+    loss64 = best["loss f64"]
+    goals = goals_for(best)
     print()
     print(f"{'loss f64 / bare kernel (time ratio)':<44}  {loss64 / best['bare kernel bce_pass f64']:6.2f}")
     print()
     goal_width = max(len(g[0]) for g in goals)
     all_pass = True
     for name, value, direction, target in goals:
-        ok = value >= target if direction == ">=" else value <= target
+        ok = passes(value, direction, target)
         all_pass &= ok
         print(f"{name:<{goal_width}}  {value:6.2f}  goal {direction} {target:<4}  "
               f"{'PASS' if ok else 'FAIL'}")
     return all_pass
+
+
+def time_variant(variant, args):
+    """This benchmark's timings with ``SKBCE_CPU=variant``, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "best.json")
+        command = [sys.executable, os.path.abspath(__file__), "--samples", str(args.samples),
+                   "--labels", str(args.labels), "--repeats", str(args.repeats), "--json", path]
+        subprocess.run(command, check=True, env=dict(os.environ, SKBCE_CPU=variant))
+        with open(path) as file:
+            return json.load(file)
+
+
+def report_variants(per_variant):
+    """Best ms per candidate and the goals, one column per kernel variant."""
+    variants = list(per_variant)
+    names = list(per_variant[variants[0]])
+    goals = {v: goals_for(best) for v, best in per_variant.items()}
+    width = max(len(name) for name in names + [g[0] for g in goals[variants[0]]])
+    print("per kernel variant (SKBCE_CPU=...; one process each): best ms, then goals")
+    print(f"{'candidate':<{width}}" + "".join(f"  {v:>13}" for v in variants))
+    for name in names:
+        print(f"{name:<{width}}" + "".join(
+            f"  {per_variant[v][name] * 1e3:13.2f}" for v in variants))
+    print()
+    for i, (name, _, direction, target) in enumerate(goals[variants[0]]):
+        cells = []
+        for v in variants:
+            value = goals[v][i][1]
+            cells.append(f"{value:6.2f} {'PASS' if passes(value, direction, target) else 'FAIL'}")
+        print(f"{name:<{width}}" + "".join(f"  {c:>13}" for c in cells)
+              + f"  goal {direction} {target}")
 
 
 def main():
@@ -157,12 +212,23 @@ def main():
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--labels", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--variants", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time every kernel variant this CPU runs, one column each")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # a variant's run: timings to a file
     args = parser.parse_args()
     y, soft, p, z = make_data(args.samples, args.labels)
     n_threads = max_threads()
     check_agreement(y, soft, p, z, n_threads)
     best = best_times(candidates_for(y, soft, p, z, n_threads), args.repeats)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(best, file)
+        return
     report(best, y.shape, n_threads)
+    variants = [v for v in _kernels.supported_variants() if v in _kernels.LEVELS]
+    if args.variants and len(variants) > 1:
+        print()
+        report_variants({v: time_variant(v, args) for v in variants})
 
 
 if __name__ == "__main__":
