@@ -119,8 +119,8 @@ def wide_sparse(seed=0, scale=1.0):
     idf = np.log((1 + n) / (1 + np.bincount(X.indices, minlength=d))) + 1
     X.data = np.log1p(X.data) * idf[X.indices]
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
-    X = sparse.diags(1 / np.maximum(norms, 1e-12)) @ X
-    X = sparse.csr_matrix(X)
+    X = sparse.csr_matrix(sparse.diags(1 / np.maximum(norms, 1e-12)) @ X)
+    X.sort_indices()  # canonical CSR, as a vectoriser gives (liblinear sorts a copy otherwise)
     Y = _labels(rng, X, _rates(100, 0.3, 0.005), density=0.01, signal=2.5)
     return _split(X, Y, n_train)
 
