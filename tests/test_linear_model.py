@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import sparse
 from scipy.special import expit
@@ -16,6 +17,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.fixes import parse_version
 
 from skbce import MultiLabelLogistic, bce_scorer, binary_cross_entropy
 
@@ -38,6 +40,9 @@ def sklearn_objective(coef, intercept, X, Y, C, l1_ratio=0.0, sample_weight=None
 
 
 def per_label_logistic(X, Y, **params):
+    if "l1_ratio" in params and parse_version(sklearn.__version__) < parse_version("1.8"):
+        # Before scikit-learn 1.8, l1_ratio counts only with this penalty.
+        params["penalty"] = "elasticnet"
     coef, intercept = [], []
     for j in range(Y.shape[1]):
         lr = LogisticRegression(max_iter=10_000, **params).fit(X, Y[:, j])
