@@ -29,6 +29,7 @@ import numbers
 import operator
 
 import numpy as np
+from dask.sizeof import sizeof
 from scipy import sparse
 
 from skbce._kernels import max_threads
@@ -54,6 +55,12 @@ def _client():
         ) from None
 
 
+def _submit_at(client, worker, func, *args):
+    """``func(*args)`` as a task on ``worker`` (pinned: dask would otherwise
+    move a chunk's data to balance the load)."""
+    return client.submit(func, *args, workers=[worker], allow_other_workers=False, pure=False)
+
+
 def _sum_in_order(parts):
     """The sum of gathered per-chunk results, in chunk order (deterministic)."""
     return functools.reduce(operator.add, parts)
@@ -73,10 +80,11 @@ class ChunkedArray(np.lib.mixins.NDArrayOperatorsMixin):
     error: it would bring per-sample data to the client.
     """
 
-    def __init__(self, client, blocks, rows, n_cols, dtype, column_sums=None):
+    def __init__(self, client, blocks, rows, workers, n_cols, dtype, column_sums=None):
         self.client = client
         self.blocks = list(blocks)
         self.rows = tuple(rows)
+        self.workers = tuple(workers)  # where each block lives: its chunk's worker
         self.shape = (sum(self.rows), int(n_cols))
         self.dtype = np.dtype(dtype)
         # The float64 column sums, when the task that made the blocks also
@@ -113,7 +121,7 @@ class ChunkedArray(np.lib.mixins.NDArrayOperatorsMixin):
         )
 
     def _like(self, blocks, n_cols=None, dtype=None):
-        return ChunkedArray(self.client, blocks, self.rows,
+        return ChunkedArray(self.client, blocks, self.rows, self.workers,
                             self.shape[1] if n_cols is None else n_cols,
                             self.dtype if dtype is None else dtype)
 
@@ -122,7 +130,7 @@ class ChunkedArray(np.lib.mixins.NDArrayOperatorsMixin):
         blocks = []
         for i, block in enumerate(self.blocks):
             block_args = [a.blocks[i] if isinstance(a, ChunkedArray) else a for a in args]
-            blocks.append(self.client.submit(func, block, *block_args, pure=False))
+            blocks.append(_submit_at(self.client, self.workers[i], func, block, *block_args))
         return blocks
 
     # numpy protocols ---------------------------------------------------------
@@ -143,7 +151,8 @@ class ChunkedArray(np.lib.mixins.NDArrayOperatorsMixin):
         blocks = []
         for i, block in enumerate(first.blocks):
             args = [a.blocks[i] if isinstance(a, ChunkedArray) else a for a in inputs]
-            blocks.append(first.client.submit(_apply_ufunc, ufunc, kwargs, *args, pure=False))
+            blocks.append(_submit_at(first.client, first.workers[i], _apply_ufunc, ufunc,
+                                     kwargs, *args))
         result = first._like(blocks, sample.shape[-1], sample.dtype)
         if out is not None:
             (target,) = out
@@ -225,8 +234,8 @@ def _concatenate(arrays, axis=0):
     first = arrays[0]
     if any(a.rows != first.rows for a in arrays):
         raise ValueError("ChunkedArrays of different row chunks.")
-    blocks = [first.client.submit(_concatenate_blocks, *(a.blocks[i] for a in arrays),
-                                  pure=False)
+    blocks = [_submit_at(first.client, first.workers[i], _concatenate_blocks,
+                         *(a.blocks[i] for a in arrays))
               for i in range(len(first.blocks))]
     dtype = np.result_type(*[a.dtype for a in arrays])
     return first._like(blocks, sum(a.shape[1] for a in arrays), dtype)
@@ -282,11 +291,27 @@ def _empty_block(block, dtype):
     return np.empty(block.shape, dtype=dtype)
 
 
-def _constant_block(n_rows, n_cols, dtype):
-    return np.zeros((n_rows, n_cols), dtype=dtype)
+def _zero_logits(problem, n_cols):
+    return np.zeros((problem.n_samples, n_cols), dtype=problem.dtype)
 
 
 # -- the problem ---------------------------------------------------------------
+
+
+@sizeof.register(LinearBCE)
+def _sizeof_problem(problem):
+    """The bytes of a chunk's problem: its data, not the object's few attributes.
+
+    dask's scheduler keeps tasks next to their largest inputs by these
+    sizes; seen as tiny, a chunk's problem (and its rows of ``X``) would be
+    copied to wherever a logits block happens to be.
+    """
+    X = problem.X
+    size = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if sparse.issparse(X)
+            else X.nbytes)
+    for array in (problem.Y_all, problem.sw):
+        size += 0 if array is None else array.nbytes
+    return int(size)
 
 
 def _chunk_problem(X, Y, sample_weight, total_weight, pos_weight, fit_intercept,
@@ -375,6 +400,7 @@ class DaskLinearBCE(LinearBCE):
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,
                  label_smoothing=0.0):
         import dask
+        import distributed
 
         self.client = _client()
         self.dtype = np.dtype(X.dtype)
@@ -402,22 +428,30 @@ class DaskLinearBCE(LinearBCE):
             make(x_blocks[i], y_blocks[i], w_blocks[i], total, pos_weight, fit_intercept,
                  self.label_smoothing)
             for i in keep])
+        # Every later task of a chunk runs where its problem was built, next
+        # to its rows: nothing per-sample moves between workers.
+        distributed.wait(self._all_labels)
+        who_has = self.client.who_has(self._all_labels)
+        self.workers = tuple(who_has[future.key][0] for future in self._all_labels)
         self._cache = {}
         self.set_active(np.arange(self.n_labels))
 
     def _map(self, func, *args, chunks=None):
         """``func(chunk_problem, *args)`` on every chunk; ChunkedArrays give their blocks."""
         chunks = self.chunks if chunks is None else chunks
-        return [self.client.submit(func, chunk,
-                                   *[a.blocks[i] if isinstance(a, ChunkedArray) else a
-                                     for a in args], pure=False)
+        return [_submit_at(self.client, self.workers[i], func, chunk,
+                           *[a.blocks[i] if isinstance(a, ChunkedArray) else a for a in args])
                 for i, chunk in enumerate(chunks)]
+
+    def _parts(self, results, index):
+        return [_submit_at(self.client, worker, operator.getitem, result, index)
+                for worker, result in zip(self.workers, results)]
 
     def _gather_sum(self, func, *args, chunks=None):
         return _sum_in_order(self.client.gather(self._map(func, *args, chunks=chunks)))
 
     def _per_sample(self, blocks, n_cols, dtype=None):
-        return ChunkedArray(self.client, blocks, self.rows, n_cols,
+        return ChunkedArray(self.client, blocks, self.rows, self.workers, n_cols,
                             self.dtype if dtype is None else dtype)
 
     # -- labels -----------------------------------------------------------------
@@ -479,9 +513,8 @@ class DaskLinearBCE(LinearBCE):
     # -- per-sample arrays -------------------------------------------------------
 
     def empty_logits(self, n_active):
-        blocks = [self.client.submit(_constant_block, n, n_active, self.dtype, pure=False)
-                  for n in self.rows]
-        return self._per_sample(blocks, n_active)
+        # Made by the chunks' problems: every block is born where its chunk is.
+        return self._per_sample(self._map(_zero_logits, n_active), n_active)
 
     @staticmethod
     def compact(Z):
@@ -514,18 +547,15 @@ class DaskLinearBCE(LinearBCE):
     def loss_grad_logits(self, Z, want_grad=True, want_hess=False, cols=None,
                          hess_dtype=None):
         results = self._map(_loss_grad_logits, Z, want_grad, want_hess, cols, hess_dtype)
-        parts = self.client.gather([self.client.submit(operator.getitem, r, 0, pure=False)
-                                    for r in results])
+        parts = self.client.gather(self._parts(results, 0))
         loss = _sum_in_order([p[0] for p in parts])
         n_cols = Z.shape[1]
         G = H = None
         if want_grad:
-            G = self._per_sample([self.client.submit(operator.getitem, r, 1, pure=False)
-                                  for r in results], n_cols)
+            G = self._per_sample(self._parts(results, 1), n_cols)
             G._column_sums = _sum_in_order([p[1] for p in parts])
         if want_hess:
-            H = self._per_sample([self.client.submit(operator.getitem, r, 2, pure=False)
-                                  for r in results], n_cols, hess_dtype or self.dtype)
+            H = self._per_sample(self._parts(results, 2), n_cols, hess_dtype or self.dtype)
             H._column_sums = _sum_in_order([p[2] for p in parts])
             return loss, G, H
         return loss, G
