@@ -119,7 +119,11 @@ def _count_metric(scorer, joint):
         return None
     if func in (accuracy_score, balanced_accuracy_score) and joint:
         return None
-    if kwargs.pop("pos_label", 1) != 1 or kwargs.pop("zero_division", "warn") not in ("warn", 0):
+    pos_label = kwargs.pop("pos_label", 1)
+    # Averaged scorers carry pos_label=None, which averages over labels ignore.
+    if pos_label != 1 and not (joint and pos_label is None):
+        return None
+    if kwargs.pop("zero_division", "warn") not in ("warn", 0):
         return None
     return None if kwargs else _COUNT_METRICS[func]
 
@@ -167,6 +171,7 @@ class _Objective:
         self.joint = average in _JOINT_AVERAGES and not one_d
         self.fast = _count_metric(scorer, self.joint)
         self._X = np.empty((len(P), 0))
+        self._memo = {}
 
     def label_scores(self, j, candidates):
         """Score of a binary metric on label ``j`` at each candidate."""
@@ -182,6 +187,13 @@ class _Objective:
             # Candidates that predict no label at all are part of the search.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
             return np.array([self.scorer(o, self._X, y, **self.score_params) for o in outputs])
+
+    def _counts_at(self, j, threshold):
+        """Label ``j``'s counts at one threshold, remembered: a sweep moves few labels."""
+        key = (j, float(threshold))
+        if key not in self._memo:
+            self._memo[key] = np.ravel(_counts(self.P[:, j], self.Y[:, j], self.w, [threshold]))
+        return self._memo[key]
 
     def shared_scores(self, candidates):
         """Score of one threshold for all labels, at each candidate."""
@@ -199,10 +211,8 @@ class _Objective:
         """Score of a multi-label metric as label ``j``'s threshold runs over candidates."""
         if self.fast is not None:
             # Micro average: the other labels' counts are fixed.
-            others = np.delete(np.arange(self.P.shape[1]), j)
-            fixed = np.zeros(4)
-            for k in others:
-                fixed += np.ravel(_counts(self.P[:, k], self.Y[:, k], self.w, thresholds[[k]]))
+            fixed = sum((self._counts_at(k, thresholds[k])
+                         for k in range(self.P.shape[1]) if k != j), np.zeros(4))
             counts = _counts(self.P[:, j], self.Y[:, j], self.w, candidates)
             return self.fast(*(c + f for c, f in zip(counts, fixed)))
         outputs = []
