@@ -93,7 +93,7 @@ cdef inline void _derivatives_flat(
     many possible overlaps between the arrays for gcc to check at run time).
     """
     cdef Py_ssize_t e
-    cdef floating yv, zv, ev, py, s_big, p
+    cdef floating yv, zv, ev, py, s_big, p, q
     cdef floating one = 1, zero = 0
     if g == NULL:
         for e in range(m):
@@ -109,16 +109,19 @@ cdef inline void _derivatives_flat(
             ev = _exp(-_abs(zv))
             loss[e] = w[e] * _softplus_loss(yv, py, zv, ev)
             s_big = one / (one + ev)
+            # p = sigmoid(z) and q = sigmoid(-z), both from e: 1 - p would
+            # lose q's digits for a large z (and be 0 from z ~ 37 on).
             p = s_big if zv >= zero else ev * s_big
-            g[e] = w[e] * ((one - yv) * p - py * (one - p))
+            q = ev * s_big if zv >= zero else s_big
+            g[e] = w[e] * ((one - yv) * p - py * q)
     if h != NULL:
         for e in range(m):
             yv = (<floating> y[e]) * keep + shift
             zv = z[e]
             ev = _exp(-_abs(zv))
             s_big = one / (one + ev)
-            p = s_big if zv >= zero else ev * s_big
-            h[e] = <hess_t> (w[e] * (pw[e] * yv + one - yv) * p * (one - p))
+            # p (1 - p) = e / (1 + e)^2, without forming 1 - p.
+            h[e] = <hess_t> (w[e] * (pw[e] * yv + one - yv) * (ev * s_big) * s_big)
 
 
 def logistic_derivatives(
