@@ -46,7 +46,7 @@ x86-64 build (SSE2: no 64-bit integer compare) gcc may not vectorise the
 checked float64 loops; build with ``-Dmarch=x86-64-v3`` or native for speed.
 
 When every target is exactly 0 or 1, only one of the two log terms is non-zero
-and the probability path takes one log per entry instead of two -- roughly
+and the probability path takes one logarithm per entry instead of two -- roughly
 halving its compute. Whether the targets are all hard is only known after
 reading them all, so the caller *speculates*: it takes the one-log pass unless
 the first few targets are soft (integer and bool targets are hard by
@@ -63,8 +63,16 @@ Two loop shapes cover every call:
 * *rows*: a parallel loop over samples with an inner loop over labels, for a
   per-sample weight combined with per-label weights or ``pos_weight``.
 
-Sums are accumulated in float64 whatever the input precision, so float32
-inputs keep float32 speed in the math but not float32 rounding in the mean.
+float32 stays float32 end to end: the math, and the sums of blocks of 256
+entries, which are then added in float64 (see "Loops" below) -- so float32
+inputs get float32 vector widths but not float32 rounding in the mean.
+Integer and bool targets are read as stored (int8, uint8, int64), a block at
+a time, with no conversion pass over the whole array.
+
+Accuracy: the complement ``1 - p`` is never rounded into a logarithm
+(``log1p(-p)`` instead), so every elementwise loss and gradient is within a
+few ulps of its exactly rounded value for any ``p`` in [eps, 1 - eps] and any
+finite logit (tests/test_accuracy.py).
 
 The loss from logits uses ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` and
 its mirror for ``-z``; every term is non-negative, so there is neither overflow
@@ -74,7 +82,7 @@ its mirror for ``-z``; every term is non-negative, so there is neither overflow
 from cython cimport floating
 from cython.parallel cimport prange
 from skbce._math cimport _abs, _exp, _log, _log1p
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cimport openmp
@@ -106,8 +114,16 @@ cdef inline floating _positive_part(floating x) noexcept nogil:
 
 # Bits of 1.0, of -0.0 and the exponent mask, for float64 and float32. C
 # constants rather than module globals, so that gcc folds them into the loop.
+#
+# Where the build targets AVX-512, gcc's vectoriser is told to use its full
+# width: at gcc's default (256-bit vectors, for its generic tuning) the loss
+# loops took 1.5-2.4x as long on a Zen 4 (2M entries, one thread: float64
+# soft-target loss 11.9 -> 4.9 ms, fused logit loss+gradient 8.7 -> 5.6 ms).
 cdef extern from *:
     """
+    #if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+    #pragma GCC target("prefer-vector-width=512")
+    #endif
     #define SKBCE_ONE64      UINT64_C(0x3FF0000000000000)
     #define SKBCE_NEG_ZERO64 UINT64_C(0x8000000000000000)
     #define SKBCE_EXP64      UINT64_C(0x7FF0000000000000)
@@ -162,10 +178,28 @@ cdef inline int _not_finite(floating x) noexcept nogil:
         return (b64 & _EXP64) == _EXP64
 
 
+# Targets are read in their own type: 0/1 label matrices (int8, uint8 -- bool
+# arrays are passed as a uint8 view --, int64) cost no conversion pass and a
+# fraction of the memory traffic; float targets have the predictions' dtype.
+ctypedef fused target_t:
+    int8_t
+    uint8_t
+    int64_t
+    float
+    double
+
+
 # ----------------------------------------------------------------------------
 # Point functions: one entry in, one number out. Constants are cast to
 # ``floating``: a bare ``1`` becomes the C double ``1.0`` and would silently
 # promote float32 math to float64.
+#
+# Accuracy: every loss and gradient is within a few ulps of its exactly
+# rounded value, for any p in [eps, 1 - eps] and any finite logit. The
+# complement 1 - p is never rounded into a logarithm: log(1 - p) is
+# log1p(-p), whose argument is exact (1 - p loses the digits of a small p:
+# float32 at p = 1e-6, relative error 1.3e-2). Checked under -ffast-math by
+# tests/test_accuracy.py against float64 and 40-digit references.
 # ----------------------------------------------------------------------------
 
 cdef inline floating _clip(floating p, floating eps) noexcept nogil:
@@ -179,28 +213,57 @@ cdef inline floating _clip(floating p, floating eps) noexcept nogil:
 cdef inline floating prob_loss(
     floating y, floating p, floating pos_weight
 ) noexcept nogil:
-    # p is already clipped to [eps, 1 - eps].
-    return -(pos_weight * y * _log(p) + (<floating> 1 - y) * _log(<floating> 1 - p))
+    # p is already clipped to [eps, 1 - eps]. Both terms are non-negative:
+    # their sum does not cancel.
+    return -(pos_weight * y * _log(p) + (<floating> 1 - y) * _log1p(-p))
 
 
 cdef inline floating prob_loss_hard(
     floating y, floating p, floating pos_weight
 ) noexcept nogil:
-    # prob_loss for y exactly 0 or 1, with one log instead of two: only one
-    # of the two terms is non-zero, so take the log of the probability given
-    # to the observed outcome. Selects, not y * p + (1 - y) * (1 - p): under
-    # fast-math gcc may re-associate that sum and lose a tiny p to
-    # cancellation against 1.
-    cdef floating observed = p if y != 0 else <floating> 1 - p
-    cdef floating weight = pos_weight if y != 0 else <floating> 1
-    return -weight * _log(observed)
+    # prob_loss for y exactly 0 or 1: only one term is non-zero, so one
+    # log1p per entry instead of a log and a log1p, its argument chosen so
+    # that rounding it costs no digits:
+    #   y = 0:            -log1p(-p)          -p is exact;
+    #   y = 1, p >= 1/2:  -log1p(p - 1)       p - 1 is exact (Sterbenz);
+    #   y = 1, p < 1/2:   log1p((1 - p) / p)  = -log(p); the argument is >= 1,
+    #                     where log1p damps its relative rounding error.
+    # Selects, not arithmetic on y: under fast-math gcc may re-associate a
+    # sum like y * p + (1 - y) * (1 - p) and lose a tiny p against 1.
+    # Everything is decided before the call: a test after it let gcc thread
+    # the branches and vectorise two log1p calls per entry instead of one.
+    cdef floating u = -p
+    cdef floating factor = -1
+    if y != 0:
+        if p < <floating> 0.5:
+            u = (<floating> 1 - p) / p
+            factor = pos_weight
+        else:
+            u = p - <floating> 1
+            factor = -pos_weight
+    return factor * _log1p(u)
 
 
 cdef inline floating prob_gradient(
     floating y, floating p, floating pos_weight
 ) noexcept nogil:
-    # d loss / d p at the clipped p.
-    return (<floating> 1 - y) / (<floating> 1 - p) - pos_weight * y / p
+    # d loss / d p = (1 - y) / (1 - p) - pw y / p at the clipped p, over one
+    # denominator: ((1 - y) p - pw y (1 - p)) / (p (1 - p)). The numerator,
+    # written p - y (pw + p (1 - pw)), is p - y for pw = 1: exact when p and
+    # y are within a factor 2 of each other (Sterbenz), where the two
+    # fractions would cancel.
+    cdef floating one = 1
+    return (p - y * (pos_weight + p * (one - pos_weight))) / (p * (one - p))
+
+
+cdef inline floating prob_gradient_hard(
+    floating y, floating p, floating pos_weight
+) noexcept nogil:
+    # prob_gradient for y exactly 0 or 1: 1 / (1 - p) or -pw / p.
+    cdef bint positive = y != 0
+    cdef floating numerator = -pos_weight if positive else <floating> 1
+    cdef floating denominator = p if positive else <floating> 1 - p
+    return numerator / denominator
 
 
 cdef inline floating logit_loss(
@@ -220,6 +283,10 @@ cdef inline floating logit_gradient(
 ) noexcept nogil:
     # d loss / d z = (1 - y) * sigmoid(z) - pw * y * sigmoid(-z), where with
     # e = exp(-|z|): sigmoid(|z|) = 1 / (1 + e), sigmoid(-|z|) = e / (1 + e).
+    # Both sigmoids are computed, never 1 - sigmoid: for hard targets one
+    # term is zero and the other exact to a few ulps at any logit. (For soft
+    # targets near sigmoid(z) = y the two terms cancel: the result is exact
+    # to a few ulps of the terms, not of their small difference.)
     cdef floating sig_big = <floating> 1 / (<floating> 1 + exp_neg_abs_z)
     cdef floating sig_small = exp_neg_abs_z * sig_big
     cdef floating sig_pos = sig_big if z >= <floating> 0 else sig_small
@@ -227,28 +294,306 @@ cdef inline floating logit_gradient(
     return (<floating> 1 - y) * sig_pos - pos_weight * y * sig_neg
 
 
-cdef inline int _invalid_prob_entry(floating y, floating p) noexcept nogil:
-    return _outside_unit(y) | _outside_unit(p)
+# ----------------------------------------------------------------------------
+# Loops. ``loss_out`` / ``grad_out`` / ``weight`` may be NULL, and
+# ``hard_targets`` and ``check`` are fixed for a call: these tests are
+# loop-invariant and gcc unswitches them out of the vector loop (or, failing
+# that, if-converts them: the flags are branch-free ORs). The bare
+# reductions, the paths that matter most for speed, are written out on their
+# own.
+#
+# Each thread works through blocks of at most _BLOCK consecutive entries; a
+# block function sums its block's weighted losses in the working precision
+# and the caller adds the blocks' sums in float64. A float32 partial sum
+# keeps the float32 loop as wide as float32 vectors go (accumulating every
+# entry in float64 halved its vector width: float32 was no faster than
+# float64). Every entry is non-negative, so a block's sum has a relative
+# error of at most about _BLOCK / lanes + log2(lanes) roundings -- a few
+# 1e-7 in float32 -- and the float64 total of the blocks adds none.
+#
+# ``flags``, when ``check`` is set, receives two ORed bits: 1 if some target
+# or prediction is invalid, 2 if some target is strictly inside (0, 1); the logit
+# loops leave the second at 0, as they do not depend on it. Flags rather
+# than counts: the caller needs no more. The checks come first in each loop
+# body: the vector log/exp calls clobber every vector register, and checking
+# before them spares gcc keeping y and p alive (spilled) across the calls.
+#
+# Integer targets are first converted, one block at a time, into a float
+# buffer on the thread's stack, and the block is then the float-target loop
+# on that buffer: the memory traffic is that of the small integers, and the
+# vector loop that of float targets (gcc 12 did not vectorise int8 targets
+# beside float64 probabilities in one loop at its default 256-bit width). An
+# invalid integer (2, -1) stays invalid as a float, and none is soft.
+# ----------------------------------------------------------------------------
+
+cdef enum:
+    _BLOCK = 2048
 
 
-cdef inline int _invalid_logit_entry(floating y, floating z) noexcept nogil:
+# Compile-time tags of the two probability formulas, for targets all 0 or 1
+# and for soft ones: types, so that Cython compiles each loop once per
+# formula. (A constant bint argument was not enough: where gcc did not
+# inline a loop at every call, the choice inside it was if-converted and
+# every entry paid for both formulas.)
+ctypedef signed char _hard
+ctypedef short _soft
+ctypedef fused formula_t:
+    _hard
+    _soft
+
+
+cdef inline void _to_float(
+    const target_t *y, Py_ssize_t m, floating *out
+) noexcept nogil:
+    cdef Py_ssize_t e
+    for e in range(m):
+        out[e] = <floating> y[e]
+
+
+cdef inline int _prob_flags(floating y, floating p) noexcept nogil:
+    # 1 if y or p is invalid, | 2 if y is soft.
+    return _outside_unit(y) | _outside_unit(p) | (_strictly_inside_unit(y) << 1)
+
+
+cdef inline int _logit_flags(floating y, floating z) noexcept nogil:
     return _outside_unit(y) | _not_finite(z)
 
 
-# ----------------------------------------------------------------------------
-# Loops. ``loss_out`` / ``grad_out`` / ``weight`` / ``found`` may be NULL and
-# ``hard_targets`` is fixed for a call: these tests are loop-invariant and gcc
-# unswitches them out of the vector loop (or, failing that, if-converts them:
-# the flags are branch-free ORs). The bare reductions, the paths that
-# matter most for speed, are written out on their own.
-#
-# ``found``, when not NULL, receives two flags: [some target or prediction is
-# invalid, some target is strictly inside (0, 1)]; the logit loops leave the
-# second at 0, as they do not depend on it. Flags rather than counts: the
-# caller needs no more. The checks come first in each loop body: the vector
-# log/exp calls clobber every vector register, and checking before them
-# spares gcc keeping y and p alive (spilled) across the calls.
-# ----------------------------------------------------------------------------
+cdef inline floating _prob_entry(
+    floating y, floating p, floating w, floating pos_weight, floating eps, bint hard,
+    floating *grad_out, Py_ssize_t e, floating grad_scale,
+) noexcept nogil:
+    # w * loss of one entry; its scaled gradient goes to grad_out[e] unless
+    # grad_out is NULL.
+    cdef floating pc = _clip(p, eps)
+    if hard:
+        if grad_out != NULL:
+            grad_out[e] = grad_scale * w * prob_gradient_hard(y, pc, pos_weight)
+        return w * prob_loss_hard(y, pc, pos_weight)
+    if grad_out != NULL:
+        grad_out[e] = grad_scale * w * prob_gradient(y, pc, pos_weight)
+    return w * prob_loss(y, pc, pos_weight)
+
+
+cdef inline floating _logit_entry(
+    floating y, floating z, floating w, floating pos_weight,
+    floating *grad_out, Py_ssize_t e, floating grad_scale,
+) noexcept nogil:
+    # _prob_entry from a logit.
+    cdef floating exp_neg_abs_z = _exp(-_abs(z))
+    if grad_out != NULL:
+        grad_out[e] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z)
+    return w * logit_loss(y, z, pos_weight, exp_neg_abs_z)
+
+
+cdef inline floating _prob_loop(
+    const floating *y,
+    const floating *p,
+    Py_ssize_t m,
+    const floating *weight,       # per entry, or NULL for all ones
+    floating weight_scale,        # multiplies every weight
+    floating pos_weight,
+    floating eps,
+    formula_t formula,            # its type: which formula
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    bint check,
+    int *flags,
+) noexcept nogil:
+    # _prob_block's loops, for float targets.
+    cdef Py_ssize_t e
+    cdef floating w, l
+    cdef floating part = 0
+    cdef int found = 0
+    if loss_out == NULL and grad_out == NULL and weight == NULL:
+        for e in range(m):
+            if check:
+                found |= _prob_flags(y[e], p[e])
+            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, formula_t is _hard,
+                                NULL, e, 0)
+        part *= weight_scale
+    else:
+        for e in range(m):
+            if check:
+                found |= _prob_flags(y[e], p[e])
+            w = weight_scale
+            if weight != NULL:
+                w = w * weight[e]
+            l = _prob_entry(y[e], p[e], w, pos_weight, eps, formula_t is _hard,
+                            grad_out, e, grad_scale)
+            if loss_out != NULL:
+                loss_out[e] = l
+            part += l
+    if check:
+        flags[0] |= found
+    return part
+
+
+cdef inline floating _prob_row_loop(
+    const floating *y,
+    const floating *p,
+    Py_ssize_t m,
+    floating sample_weight,       # of the row
+    const floating *label_weight, # of its m labels
+    const floating *pos_weight,   # of its m labels
+    floating eps,
+    formula_t formula,            # its type: which formula
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    bint check,
+    int *flags,
+) noexcept nogil:
+    # _prob_loop for a run of labels of one row, with per-label weights.
+    cdef Py_ssize_t j
+    cdef floating l
+    cdef floating part = 0
+    cdef int found = 0
+    for j in range(m):
+        if check:
+            found |= _prob_flags(y[j], p[j])
+        l = _prob_entry(y[j], p[j], sample_weight * label_weight[j], pos_weight[j], eps,
+                        formula_t is _hard, grad_out, j, grad_scale)
+        if loss_out != NULL:
+            loss_out[j] = l
+        part += l
+    if check:
+        flags[0] |= found
+    return part
+
+
+cdef floating _prob_block(
+    const target_t *y,
+    const floating *p,
+    Py_ssize_t m,                 # entries in the block, at most _BLOCK
+    const floating *weight,
+    floating weight_scale,
+    const floating *label_weight, # not NULL: a run of one row's labels
+    const floating *pos_weight,   # per label, with label_weight
+    floating scalar_pos_weight,
+    floating eps,
+    bint hard_targets,            # every y is exactly 0 or 1
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    bint check,
+    int *flags,
+) noexcept nogil:
+    # The weighted losses of a block, summed; ``weight_scale`` is the row's
+    # sample weight for a run of labels.
+    cdef floating y_float[_BLOCK]
+    cdef const floating *yf = <const floating *> y
+    if not (target_t is float or target_t is double):
+        _to_float(y, m, y_float)
+        yf = y_float
+    if label_weight != NULL:
+        if hard_targets:
+            return _prob_row_loop(yf, p, m, weight_scale, label_weight, pos_weight, eps,
+                                  <_hard> 0, loss_out, grad_out, grad_scale, check, flags)
+        return _prob_row_loop(yf, p, m, weight_scale, label_weight, pos_weight, eps,
+                              <_soft> 0, loss_out, grad_out, grad_scale, check, flags)
+    if hard_targets:
+        return _prob_loop(yf, p, m, weight, weight_scale, scalar_pos_weight, eps, <_hard> 0,
+                          loss_out, grad_out, grad_scale, check, flags)
+    return _prob_loop(yf, p, m, weight, weight_scale, scalar_pos_weight, eps, <_soft> 0,
+                      loss_out, grad_out, grad_scale, check, flags)
+
+
+cdef floating _logit_block(
+    const target_t *y,
+    const floating *z,
+    Py_ssize_t m,
+    const floating *weight,
+    floating weight_scale,
+    const floating *label_weight,
+    const floating *pos_weight,
+    floating scalar_pos_weight,
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    bint check,
+    int *flags,
+) noexcept nogil:
+    # _prob_block from logits.
+    cdef Py_ssize_t e
+    cdef floating w, l
+    cdef floating part = 0
+    cdef int found = 0
+    cdef floating y_float[_BLOCK]
+    cdef const floating *yf = <const floating *> y
+    if not (target_t is float or target_t is double):
+        _to_float(y, m, y_float)
+        yf = y_float
+    if label_weight != NULL:
+        for e in range(m):
+            if check:
+                found |= _logit_flags(yf[e], z[e])
+            l = _logit_entry(yf[e], z[e], weight_scale * label_weight[e], pos_weight[e],
+                             grad_out, e, grad_scale)
+            if loss_out != NULL:
+                loss_out[e] = l
+            part += l
+    elif weight == NULL and loss_out == NULL:
+        # The loss, and its gradient if wanted, unweighted: what a solver calls.
+        for e in range(m):
+            if check:
+                found |= _logit_flags(yf[e], z[e])
+            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, grad_out, e,
+                                 grad_scale * weight_scale)
+        part *= weight_scale
+    else:
+        for e in range(m):
+            if check:
+                found |= _logit_flags(yf[e], z[e])
+            w = weight_scale
+            if weight != NULL:
+                w = w * weight[e]
+            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_out, e, grad_scale)
+            if loss_out != NULL:
+                loss_out[e] = l
+            part += l
+    if check:
+        flags[0] |= found
+    return part
+
+
+cdef inline floating _block(
+    const target_t *y,
+    const floating *prediction,
+    Py_ssize_t m,
+    const floating *weight,
+    floating weight_scale,
+    const floating *label_weight,
+    const floating *pos_weight,
+    floating scalar_pos_weight,
+    bint from_logits,
+    floating eps,
+    bint hard_targets,
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    bint check,
+    int *flags,
+) noexcept nogil:
+    if from_logits:
+        return _logit_block(y, prediction, m, weight, weight_scale, label_weight,
+                            pos_weight, scalar_pos_weight, loss_out, grad_out,
+                            grad_scale, check, flags)
+    return _prob_block(y, prediction, m, weight, weight_scale, label_weight, pos_weight,
+                       scalar_pos_weight, eps, hard_targets, loss_out, grad_out,
+                       grad_scale, check, flags)
+
+
+cdef inline floating *_offset(floating *array, Py_ssize_t start) noexcept nogil:
+    return NULL if array == NULL else array + start
+
+
+cdef inline const floating *_const_offset(
+    const floating *array, Py_ssize_t start
+) noexcept nogil:
+    return NULL if array == NULL else array + start
+
 
 cdef inline void _store_found(
     Py_ssize_t *found, int any_invalid, int any_soft
@@ -258,70 +603,55 @@ cdef inline void _store_found(
         found[1] = any_soft
 
 
-cdef double _prob_flat(
+cdef double _flat(
     Py_ssize_t n_entries,
-    const floating *y,
-    const floating *p,
-    const floating *weight,       # per entry, or NULL for all ones
-    floating weight_scale,        # multiplies every weight
+    const target_t *y,
+    const floating *prediction,
+    const floating *weight,
+    floating weight_scale,
     floating pos_weight,
+    bint from_logits,
     floating eps,
-    bint hard_targets,            # every y is exactly 0 or 1
+    bint hard_targets,
     floating *loss_out,
     floating *grad_out,
     floating grad_scale,
     int n_threads,
-    Py_ssize_t *found,            # see above, or NULL: no checks
+    Py_ssize_t *found,            # [invalid, soft] flags, or NULL: no checks
 ) noexcept nogil:
-    cdef Py_ssize_t e
-    cdef floating w, pc, l
+    # One contiguous run of n_entries, split into blocks across threads.
+    cdef Py_ssize_t b, start, m
+    cdef Py_ssize_t n_blocks = (n_entries + _BLOCK - 1) // _BLOCK
+    cdef int flags
     cdef double total = 0.0
     cdef bint check = found != NULL
     cdef int any_invalid = 0, any_soft = 0
-    if loss_out == NULL and grad_out == NULL and weight == NULL:
-        if hard_targets:
-            for e in prange(n_entries, schedule='static', num_threads=n_threads):
-                if check:
-                    any_invalid |= _invalid_prob_entry(y[e], p[e])
-                    any_soft |= _strictly_inside_unit(y[e])
-                total += prob_loss_hard(y[e], _clip(p[e], eps), pos_weight)
-        else:
-            for e in prange(n_entries, schedule='static', num_threads=n_threads):
-                if check:
-                    any_invalid |= _invalid_prob_entry(y[e], p[e])
-                    any_soft |= _strictly_inside_unit(y[e])
-                total += prob_loss(y[e], _clip(p[e], eps), pos_weight)
-        _store_found(found, any_invalid, any_soft)
-        return weight_scale * total
-    for e in prange(n_entries, schedule='static', num_threads=n_threads):
-        if check:
-            any_invalid |= _invalid_prob_entry(y[e], p[e])
-            any_soft |= _strictly_inside_unit(y[e])
-        w = weight_scale
-        if weight != NULL:
-            w = w * weight[e]
-        pc = _clip(p[e], eps)
-        if grad_out != NULL:
-            grad_out[e] = grad_scale * w * prob_gradient(y[e], pc, pos_weight)
-        if hard_targets:
-            l = w * prob_loss_hard(y[e], pc, pos_weight)
-        else:
-            l = w * prob_loss(y[e], pc, pos_weight)
-        if loss_out != NULL:
-            loss_out[e] = l
-        total += l
+    for b in prange(n_blocks, schedule='static', num_threads=n_threads):
+        start = b * _BLOCK
+        m = n_entries - start
+        if m > _BLOCK:
+            m = _BLOCK
+        flags = 0
+        total += _block(
+            y + start, prediction + start, m, _const_offset(weight, start),
+            weight_scale, NULL, NULL, pos_weight, from_logits, eps, hard_targets,
+            _offset(loss_out, start), _offset(grad_out, start), grad_scale,
+            check, &flags)
+        any_invalid |= flags & 1
+        any_soft |= flags >> 1
     _store_found(found, any_invalid, any_soft)
     return total
 
 
-cdef double _prob_rows(
+cdef double _rows(
     Py_ssize_t n_samples,
     Py_ssize_t n_labels,
-    const floating *y,
-    const floating *p,
+    const target_t *y,
+    const floating *prediction,
     const floating *sample_weight,   # length n_samples
     const floating *label_weight,    # length n_labels
     const floating *pos_weight,      # length n_labels
+    bint from_logits,
     floating eps,
     bint hard_targets,
     floating *loss_out,
@@ -330,133 +660,44 @@ cdef double _prob_rows(
     int n_threads,
     Py_ssize_t *found,
 ) noexcept nogil:
-    cdef Py_ssize_t i, j, e
-    cdef floating w, pc, l
+    # Rows split across threads; each row in blocks of labels.
+    cdef Py_ssize_t i, jb, j0, m, start
+    cdef Py_ssize_t label_blocks = (n_labels + _BLOCK - 1) // _BLOCK
+    cdef int flags
     cdef double total = 0.0
     cdef bint check = found != NULL
     cdef int any_invalid = 0, any_soft = 0
     for i in prange(n_samples, schedule='static', num_threads=n_threads):
-        for j in range(n_labels):
-            e = i * n_labels + j
-            if check:
-                any_invalid |= _invalid_prob_entry(y[e], p[e])
-                any_soft |= _strictly_inside_unit(y[e])
-            w = sample_weight[i] * label_weight[j]
-            pc = _clip(p[e], eps)
-            if grad_out != NULL:
-                grad_out[e] = grad_scale * w * prob_gradient(y[e], pc, pos_weight[j])
-            if hard_targets:
-                l = w * prob_loss_hard(y[e], pc, pos_weight[j])
-            else:
-                l = w * prob_loss(y[e], pc, pos_weight[j])
-            if loss_out != NULL:
-                loss_out[e] = l
-            total += l
+        flags = 0
+        for jb in range(label_blocks):
+            j0 = jb * _BLOCK
+            m = n_labels - j0
+            if m > _BLOCK:
+                m = _BLOCK
+            start = i * n_labels + j0
+            total += _block(
+                y + start, prediction + start, m, NULL, sample_weight[i],
+                label_weight + j0, pos_weight + j0, 0, from_logits, eps, hard_targets,
+                _offset(loss_out, start), _offset(grad_out, start), grad_scale,
+                check, &flags)
+        any_invalid |= flags & 1
+        any_soft |= flags >> 1
     _store_found(found, any_invalid, any_soft)
     return total
 
 
-cdef double _logit_flat(
-    Py_ssize_t n_entries,
-    const floating *y,
-    const floating *z,
-    const floating *weight,
-    floating weight_scale,
-    floating pos_weight,
-    floating *loss_out,
-    floating *grad_out,
-    floating grad_scale,
-    int n_threads,
-    Py_ssize_t *found,
-) noexcept nogil:
-    cdef Py_ssize_t e
-    cdef floating w, l, exp_neg_abs_z
-    cdef double total = 0.0
-    cdef bint check = found != NULL
-    cdef int any_invalid = 0
-    if loss_out == NULL and grad_out == NULL and weight == NULL:
-        for e in prange(n_entries, schedule='static', num_threads=n_threads):
-            if check:
-                any_invalid |= _invalid_logit_entry(y[e], z[e])
-            total += logit_loss(y[e], z[e], pos_weight, _exp(-_abs(z[e])))
-        _store_found(found, any_invalid, 0)
-        return weight_scale * total
-    if loss_out == NULL and grad_out != NULL and weight == NULL:
-        # Reduced loss and its gradient, unweighted: what a solver calls.
-        for e in prange(n_entries, schedule='static', num_threads=n_threads):
-            if check:
-                any_invalid |= _invalid_logit_entry(y[e], z[e])
-            exp_neg_abs_z = _exp(-_abs(z[e]))
-            grad_out[e] = grad_scale * weight_scale * logit_gradient(
-                y[e], z[e], pos_weight, exp_neg_abs_z)
-            total += logit_loss(y[e], z[e], pos_weight, exp_neg_abs_z)
-        _store_found(found, any_invalid, 0)
-        return weight_scale * total
-    for e in prange(n_entries, schedule='static', num_threads=n_threads):
-        if check:
-            any_invalid |= _invalid_logit_entry(y[e], z[e])
-        w = weight_scale
-        if weight != NULL:
-            w = w * weight[e]
-        exp_neg_abs_z = _exp(-_abs(z[e]))
-        if grad_out != NULL:
-            grad_out[e] = grad_scale * w * logit_gradient(
-                y[e], z[e], pos_weight, exp_neg_abs_z)
-        l = w * logit_loss(y[e], z[e], pos_weight, exp_neg_abs_z)
-        if loss_out != NULL:
-            loss_out[e] = l
-        total += l
-    _store_found(found, any_invalid, 0)
-    return total
-
-
-cdef double _logit_rows(
-    Py_ssize_t n_samples,
-    Py_ssize_t n_labels,
-    const floating *y,
-    const floating *z,
-    const floating *sample_weight,
-    const floating *label_weight,
-    const floating *pos_weight,
-    floating *loss_out,
-    floating *grad_out,
-    floating grad_scale,
-    int n_threads,
-    Py_ssize_t *found,
-) noexcept nogil:
-    cdef Py_ssize_t i, j, e
-    cdef floating w, l, exp_neg_abs_z
-    cdef double total = 0.0
-    cdef bint check = found != NULL
-    cdef int any_invalid = 0
-    for i in prange(n_samples, schedule='static', num_threads=n_threads):
-        for j in range(n_labels):
-            e = i * n_labels + j
-            if check:
-                any_invalid |= _invalid_logit_entry(y[e], z[e])
-            w = sample_weight[i] * label_weight[j]
-            exp_neg_abs_z = _exp(-_abs(z[e]))
-            if grad_out != NULL:
-                grad_out[e] = grad_scale * w * logit_gradient(
-                    y[e], z[e], pos_weight[j], exp_neg_abs_z)
-            l = w * logit_loss(y[e], z[e], pos_weight[j], exp_neg_abs_z)
-            if loss_out != NULL:
-                loss_out[e] = l
-            total += l
-    _store_found(found, any_invalid, 0)
-    return total
-
-
 # ----------------------------------------------------------------------------
-# The one entry point. The caller (skbce/metrics.py) guarantees: y and
-# prediction C-contiguous of shape (n, k) and the same dtype; weight vectors of
-# that dtype with length n (sample_weight), k (label_weight, pos_weight) or 0
-# (absent); outputs of shape (n, k) or (0, 0) (not wanted); all values valid
-# unless ``found`` is given, in which case the pass checks them itself.
+# The one entry point. The caller (skbce/metrics.py) guarantees: prediction
+# C-contiguous of shape (n, k), y C-contiguous of that shape and of the
+# prediction's dtype or an integer type (int8, uint8 -- a bool array viewed
+# as uint8 --, int64); weight vectors of the prediction's dtype with length n
+# (sample_weight), k (label_weight, pos_weight) or 0 (absent); outputs of
+# shape (n, k) or (0, 0) (not wanted); all values valid unless ``found`` is
+# given, in which case the pass checks them itself.
 # ----------------------------------------------------------------------------
 
 def bce_pass(
-    const floating[:, ::1] y,
+    const target_t[:, ::1] y,
     const floating[:, ::1] prediction,
     const floating[::1] sample_weight,
     const floating[::1] label_weight,
@@ -477,7 +718,9 @@ def bce_pass(
     label_weight_j``. ``loss_out`` receives ``w_ij * loss_ij`` and
     ``grad_out`` receives ``grad_scale * w_ij * d loss_ij / d prediction_ij``.
     ``hard_targets`` promises that every ``y`` is exactly 0 or 1; the
-    probability path then needs one log per entry instead of two.
+    probability path then needs one logarithm per entry instead of two.
+    ``y`` may be of the prediction's dtype or int8, uint8 (a bool array:
+    pass ``y.view(np.uint8)``) or int64.
 
     ``found``, an ``np.intp`` array of length 2, asks the pass to validate
     the values it reads. ``found[0]`` is set to 1 if some target is not in
@@ -488,6 +731,8 @@ def bce_pass(
     meaningless; when ``found[1]`` is 1 a ``hard_targets=True`` result is
     wrong (though the values were validated all the same).
     """
+    if (target_t is float or target_t is double) and sizeof(target_t) != sizeof(floating):
+        raise ValueError("Floating targets must have the predictions' dtype.")
     cdef Py_ssize_t n_samples = y.shape[0]
     cdef Py_ssize_t n_labels = y.shape[1]
     cdef floating *loss_ptr = NULL
@@ -522,19 +767,12 @@ def bce_pass(
         if pos_weight.shape[0] > 0:
             scalar_pw = pos_weight[0]
         with nogil:
-            if from_logits:
-                total = _logit_flat(
-                    n_samples * n_labels, &y[0, 0], &prediction[0, 0],
-                    weight_ptr, weight_scale, scalar_pw,
-                    loss_ptr, grad_ptr, <floating> grad_scale, n_threads, found_ptr,
-                )
-            else:
-                total = _prob_flat(
-                    n_samples * n_labels, &y[0, 0], &prediction[0, 0],
-                    weight_ptr, weight_scale, scalar_pw, <floating> eps,
-                    hard_targets, loss_ptr, grad_ptr, <floating> grad_scale, n_threads,
-                    found_ptr,
-                )
+            total = _flat(
+                n_samples * n_labels, &y[0, 0], &prediction[0, 0],
+                weight_ptr, weight_scale, scalar_pw, from_logits, <floating> eps,
+                hard_targets, loss_ptr, grad_ptr, <floating> grad_scale, n_threads,
+                found_ptr,
+            )
         return total
 
     # Rows: every weight vector must be materialised; they are short.
@@ -552,16 +790,9 @@ def bce_pass(
         else np.full(n_labels, pos_weight_scalar, dtype=dtype)
     )
     with nogil:
-        if from_logits:
-            total = _logit_rows(
-                n_samples, n_labels, &y[0, 0], &prediction[0, 0],
-                &sw[0], &lw[0], &pw[0],
-                loss_ptr, grad_ptr, <floating> grad_scale, n_threads, found_ptr,
-            )
-        else:
-            total = _prob_rows(
-                n_samples, n_labels, &y[0, 0], &prediction[0, 0],
-                &sw[0], &lw[0], &pw[0], <floating> eps, hard_targets,
-                loss_ptr, grad_ptr, <floating> grad_scale, n_threads, found_ptr,
-            )
+        total = _rows(
+            n_samples, n_labels, &y[0, 0], &prediction[0, 0],
+            &sw[0], &lw[0], &pw[0], from_logits, <floating> eps, hard_targets,
+            loss_ptr, grad_ptr, <floating> grad_scale, n_threads, found_ptr,
+        )
     return total

@@ -127,6 +127,20 @@ def _compute_dtype(y_true, y_pred):
     return np.float64
 
 
+def _integer_targets(y_true):
+    """Integer or bool targets as the kernel reads them, without a float copy.
+
+    int8, uint8 and int64 as they are, bool as a uint8 view; other integer
+    types as int64 (which keeps a value outside [0, 1] outside, except a
+    uint64 above 2**63, which wraps to a negative: invalid all the same).
+    """
+    if y_true.dtype == np.bool_:
+        return np.ascontiguousarray(y_true).view(np.uint8)
+    if y_true.dtype in (np.int8, np.uint8, np.int64):
+        return np.ascontiguousarray(y_true)
+    return np.ascontiguousarray(y_true, dtype=np.int64)
+
+
 def _check_range(array, name, low, high, what):
     """Raise a ValueError if an entry is outside [low, high] or NaN."""
     flat = array.reshape(-1)
@@ -215,7 +229,11 @@ class _Problem:
         # The values of y and prediction are validated by the kernel pass
         # itself (see ``run`` and the design notes in skbce/_bce.pyx), not
         # here: a separate pass over each array would cost as much as the loss.
-        y = np.ascontiguousarray(y_true, dtype=dtype).reshape(y_true.shape[0], -1)
+        self.y_true = y_true  # as given, for error messages
+        if y_true.dtype.kind in "biu" and not label_smoothing > 0:
+            y = _integer_targets(y_true).reshape(y_true.shape[0], -1)
+        else:
+            y = np.ascontiguousarray(y_true, dtype=dtype).reshape(y_true.shape[0], -1)
         prediction = np.ascontiguousarray(y_pred, dtype=dtype).reshape(y.shape)
         if label_smoothing > 0:
             # Smoothing can move an invalid target into [0, 1], so these
@@ -323,7 +341,7 @@ class _Problem:
 
         Indices are those of the targets' shape, (i,) for 1-D targets.
         """
-        y = self.y.reshape(self.target_shape)
+        y = np.asarray(self.y_true, dtype=np.float64)
         prediction = self.prediction.reshape(self.target_shape)
         _check_range(y, "y_true", 0.0, 1.0, "lie in [0, 1]")
         if self.from_logits:
