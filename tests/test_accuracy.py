@@ -183,7 +183,7 @@ def test_float32_partial_sums_keep_the_mean_accurate(dtype):
 def test_solver_derivatives_at_large_logits_keep_their_digits(dtype):
     # logistic_derivatives (the solvers' kernel) formed 1 - sigmoid(z): for
     # y = 1 and z = 40 the gradient was 0 instead of -exp(-40).
-    from skbce._linear_kernels import logistic_derivatives
+    from skbce._kernels import logistic_derivatives
 
     z = np.array([[5.0], [20.0], [40.0], [-40.0], [80.0]], dtype=dtype)
     y = np.array([[1], [1], [1], [0], [1]], dtype=np.uint8)
