@@ -234,14 +234,15 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    ``X`` may be dense or sparse (CSR or CSC; never densified or copied);
+    ``X`` may be dense or sparse (CSR or CSC; a sparse one is never densified or copied);
     float32 data are trained in float32. The solvers' working memory grows
     with ``n_samples * n_labels``: a fit allocates at most about ``bytes(X) +
     4 * n_samples * n_labels * 8 bytes + 32 MiB`` beyond its inputs, and
     within scikit-learn's ``working_memory`` setting when that is lower, by
     working on fewer labels at a time -- with ``"newton-cg"`` a pool that
-    converged labels
-    leave and the next labels join.
+    converged labels leave and the next labels join. A dense ``X`` of at
+    most 5 % non-zeros is fitted as a CSR copy when there are 32 labels or
+    more (the sparse products cost its non-zeros, not its entries).
 
     ``C`` means the same in :meth:`partial_fit` as in :meth:`fit`: the
     penalty is weighed against the rows of one pass over the data, so that
