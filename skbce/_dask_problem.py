@@ -431,6 +431,9 @@ class DaskLinearBCE(LinearBCE):
         # Every later task of a chunk runs where its problem was built, next
         # to its rows: nothing per-sample moves between workers.
         distributed.wait(self._all_labels)
+        for future in self._all_labels:
+            if future.status == "error":
+                future.result()  # raises the chunk's error (e.g. NaN in X)
         who_has = self.client.who_has(self._all_labels)
         self.workers = tuple(who_has[future.key][0] for future in self._all_labels)
         self._cache = {}

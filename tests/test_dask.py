@@ -350,6 +350,10 @@ def test_fit_on_dask_rejects_what_cannot_be_lined_up(client, fit_data):
     bad[5, 1] = 2.0
     with pytest.raises(ValueError, match="Targets must be 0/1 labels or probabilities"):
         MultiLabelLogistic().fit(dX, bad)
+    nan = X.copy()
+    nan[700, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        MultiLabelLogistic().fit(da.from_array(nan, chunks=300), Y)
 
 
 # -- the user guide's scale-out page ----------------------------------------
