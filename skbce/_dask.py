@@ -42,6 +42,9 @@ def as_row_blocks(array, name, row_chunks=None):
         )
     if array.ndim > 1 and array.numblocks[1:] != (1,) * (array.ndim - 1):
         array = array.rechunk({axis: -1 for axis in range(1, array.ndim)})
+    if row_chunks is None and 0 in array.chunks[0] and array.shape[0] > 0:
+        # Empty blocks hold nothing, and some of dask's reductions fail on them.
+        array = array.rechunk({0: tuple(size for size in array.chunks[0] if size)})
     if row_chunks is not None and array.chunks[0] != tuple(row_chunks):
         if array.shape[0] != sum(row_chunks):
             raise ValueError(

@@ -218,7 +218,7 @@ def test_predictions_on_dask_are_lazy_and_equal_in_memory(client, digits, target
     y = Y_train if target == "multi-label" else np.where(Y_train[:, 0], "even", "odd")
     model = MultiLabelLogistic(C=0.5).fit(X_train, y)
     # Uneven row blocks, and split along the features (rechunked to whole rows).
-    X = da.from_array(X_test, chunks=((100, 250, 190), (40, 24)))
+    X = da.from_array(X_test, chunks=((100, 0, 250, 190), (40, 24)))
     if chunk_kind == "sparse":
         X = X.map_blocks(sparse.csr_matrix, dtype=X.dtype)
     for method in ["decision_function", "predict_proba", "predict_log_proba", "predict"]:
@@ -261,9 +261,10 @@ def fit_data():
 
 
 def as_dask(X, Y, sample_weight, chunk_kind="dense"):
-    """Uneven row blocks (one of them holds only negatives); X split along its
-    columns and Y, sample_weight blocked differently: all rechunked to X's rows."""
-    dX = da.from_array(X, chunks=((150, 400, 350), (8, 4)))
+    """Uneven row blocks (one of them empty, one holding only negatives); X split
+    along its columns and Y, sample_weight blocked differently: all rechunked to
+    X's rows."""
+    dX = da.from_array(X, chunks=((150, 0, 400, 350), (8, 4)))
     if chunk_kind == "sparse":
         dX = dX.map_blocks(sparse.csr_matrix, dtype=X.dtype)
     dY = da.from_array(Y, chunks=(300, 2))
