@@ -13,6 +13,7 @@ an error.
 import dask
 import dask.array as da
 import numpy as np
+from scipy import sparse
 
 __all__ = ["as_row_blocks", "evaluate", "predict_blockwise"]
 
@@ -264,6 +265,11 @@ def training_data(estimator, X, y, sample_weight, solver):
         if sample_weight.ndim != 1:
             raise ValueError(
                 f"sample_weight must be 1-D (n_samples,); got shape {sample_weight.shape}.")
+    if solver == "newton-cholesky" and sparse.issparse(X._meta):
+        raise ValueError(
+            "solver='newton-cholesky' needs a dense X; use 'newton-cg' (or 'auto') for "
+            "sparse chunks."
+        )
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     dtype = X.dtype.type

@@ -382,6 +382,10 @@ def _gram_matrix(problem):
     return problem.gram_matrix()
 
 
+def _newton_terms(problem, W, b):
+    return problem.newton_terms(W, b)
+
+
 class DaskLinearBCE(LinearBCE):
     """:class:`~skbce._solvers.LinearBCE` over the row chunks of dask arrays.
 
@@ -562,6 +566,14 @@ class DaskLinearBCE(LinearBCE):
             H._column_sums = _sum_in_order([p[2] for p in parts])
             return loss, G, H
         return loss, G
+
+    def newton_terms(self, W, b):
+        """Loss, gradient and exact Hessian per label: sums over rows, so over chunks."""
+        if self._sparse_chunks:
+            raise ValueError("newton_terms needs a dense X.")
+        W = np.asarray(W, dtype=self.dtype)
+        parts = self.client.gather(self._map(_newton_terms, W, b))
+        return tuple(_sum_in_order([part[i] for part in parts]) for i in range(3))
 
     def lipschitz(self):
         """A bound on the largest curvature: the sum of the chunks' bounds.

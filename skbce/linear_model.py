@@ -630,11 +630,6 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             # Data-parallel: the same solvers on a problem spread over the cluster.
             from skbce._dask import training_data
 
-            if solver == "newton-cholesky":
-                raise ValueError(
-                    "solver='newton-cholesky' needs an in-memory dense X; use "
-                    "'newton-cg' (or 'auto') for dask arrays."
-                )
             X, Y, sample_weight, dtype = training_data(self, X, y, sample_weight, solver)
         else:
             X, y = self._validate_X_y(X, y, reset=True)

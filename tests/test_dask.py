@@ -277,6 +277,8 @@ CASES = {
     "newton-cg dense": ("newton-cg", "dense", dict(pos_weight="balanced"), "hard", True),
     "newton-cg sparse": ("newton-cg", "sparse", dict(label_smoothing=0.1), "soft", False),
     "lbfgs sparse": ("lbfgs", "sparse", dict(pos_weight=[1.0, 2.0, 0.5, 3.0]), "hard", True),
+    "newton-cholesky dense": ("newton-cholesky", "dense", dict(label_smoothing=0.05), "hard",
+                              True),
     # gd takes many cheap iterations, each a round of tasks: kept short here.
     "gd dense": ("gd", "dense", dict(C=1.0, tol=1e-6), "hard", False),
 }
