@@ -361,28 +361,27 @@ cdef inline int _logit_flags(floating y, floating z) noexcept nogil:
 
 cdef inline floating _prob_entry(
     floating y, floating p, floating w, floating pos_weight, floating eps, bint hard,
-    floating *grad_out, Py_ssize_t e, floating grad_scale,
+    floating grad_scale, floating *grad,
 ) noexcept nogil:
-    # w * loss of one entry; its scaled gradient goes to grad_out[e] unless
-    # grad_out is NULL.
+    # w * loss of one entry; *grad (a local: the caller decides whether to
+    # store it, so that its loop's stores are unconditional -- AVX2 has no
+    # masked store gcc uses, and a conditional store kept the loop scalar)
+    # receives the scaled gradient.
     cdef floating pc = _clip(p, eps)
     if hard:
-        if grad_out != NULL:
-            grad_out[e] = grad_scale * w * prob_gradient_hard(y, pc, pos_weight)
+        grad[0] = grad_scale * w * prob_gradient_hard(y, pc, pos_weight)
         return w * prob_loss_hard(y, pc, pos_weight)
-    if grad_out != NULL:
-        grad_out[e] = grad_scale * w * prob_gradient(y, pc, pos_weight)
+    grad[0] = grad_scale * w * prob_gradient(y, pc, pos_weight)
     return w * prob_loss(y, pc, pos_weight)
 
 
 cdef inline floating _logit_entry(
     floating y, floating z, floating w, floating pos_weight,
-    floating *grad_out, Py_ssize_t e, floating grad_scale,
+    floating grad_scale, floating *grad,
 ) noexcept nogil:
     # _prob_entry from a logit.
     cdef floating exp_neg_abs_z = _exp(-_abs(z))
-    if grad_out != NULL:
-        grad_out[e] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z)
+    grad[0] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z)
     return w * logit_loss(y, z, pos_weight, exp_neg_abs_z)
 
 
@@ -401,17 +400,26 @@ cdef inline floating _prob_loop(
     bint check,
     int *flags,
 ) noexcept nogil:
-    # _prob_block's loops, for float targets.
+    # _prob_block's loops, for float targets: the bare sum, the sum and the
+    # gradient (a fused call), and any outputs with any weights.
     cdef Py_ssize_t e
-    cdef floating w, l
+    cdef floating w, l, g
     cdef floating part = 0
     cdef int found = 0
+    cdef bint hard = formula_t is _hard
     if loss_out == NULL and grad_out == NULL and weight == NULL:
         for e in range(m):
             if check:
                 found |= _prob_flags(y[e], p[e])
-            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, formula_t is _hard,
-                                NULL, e, 0)
+            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, hard, 0, &g)
+        part *= weight_scale
+    elif loss_out == NULL and weight == NULL:
+        for e in range(m):
+            if check:
+                found |= _prob_flags(y[e], p[e])
+            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, hard,
+                                grad_scale * weight_scale, &g)
+            grad_out[e] = g
         part *= weight_scale
     else:
         for e in range(m):
@@ -420,8 +428,9 @@ cdef inline floating _prob_loop(
             w = weight_scale
             if weight != NULL:
                 w = w * weight[e]
-            l = _prob_entry(y[e], p[e], w, pos_weight, eps, formula_t is _hard,
-                            grad_out, e, grad_scale)
+            l = _prob_entry(y[e], p[e], w, pos_weight, eps, hard, grad_scale, &g)
+            if grad_out != NULL:
+                grad_out[e] = g
             if loss_out != NULL:
                 loss_out[e] = l
             part += l
@@ -447,14 +456,16 @@ cdef inline floating _prob_row_loop(
 ) noexcept nogil:
     # _prob_loop for a run of labels of one row, with per-label weights.
     cdef Py_ssize_t j
-    cdef floating l
+    cdef floating l, g
     cdef floating part = 0
     cdef int found = 0
     for j in range(m):
         if check:
             found |= _prob_flags(y[j], p[j])
         l = _prob_entry(y[j], p[j], sample_weight * label_weight[j], pos_weight[j], eps,
-                        formula_t is _hard, grad_out, j, grad_scale)
+                        formula_t is _hard, grad_scale, &g)
+        if grad_out != NULL:
+            grad_out[j] = g
         if loss_out != NULL:
             loss_out[j] = l
         part += l
@@ -517,7 +528,7 @@ cdef floating _logit_block(
 ) noexcept nogil:
     # _prob_block from logits.
     cdef Py_ssize_t e
-    cdef floating w, l
+    cdef floating w, l, g
     cdef floating part = 0
     cdef int found = 0
     cdef floating y_float[_BLOCK]
@@ -530,17 +541,26 @@ cdef floating _logit_block(
             if check:
                 found |= _logit_flags(yf[e], z[e])
             l = _logit_entry(yf[e], z[e], weight_scale * label_weight[e], pos_weight[e],
-                             grad_out, e, grad_scale)
+                             grad_scale, &g)
+            if grad_out != NULL:
+                grad_out[e] = g
             if loss_out != NULL:
                 loss_out[e] = l
             part += l
-    elif weight == NULL and loss_out == NULL:
-        # The loss, and its gradient if wanted, unweighted: what a solver calls.
+    elif weight == NULL and loss_out == NULL and grad_out == NULL:
         for e in range(m):
             if check:
                 found |= _logit_flags(yf[e], z[e])
-            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, grad_out, e,
-                                 grad_scale * weight_scale)
+            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, 0, &g)
+        part *= weight_scale
+    elif weight == NULL and loss_out == NULL:
+        # The loss and its gradient, unweighted: what a solver calls.
+        for e in range(m):
+            if check:
+                found |= _logit_flags(yf[e], z[e])
+            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight,
+                                 grad_scale * weight_scale, &g)
+            grad_out[e] = g
         part *= weight_scale
     else:
         for e in range(m):
@@ -549,7 +569,9 @@ cdef floating _logit_block(
             w = weight_scale
             if weight != NULL:
                 w = w * weight[e]
-            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_out, e, grad_scale)
+            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_scale, &g)
+            if grad_out != NULL:
+                grad_out[e] = g
             if loss_out != NULL:
                 loss_out[e] = l
             part += l
