@@ -655,7 +655,11 @@ def test_speculation_gives_the_two_log_result(dtype, first_soft):
         elementwise, reference_bce(y, p, reduction="none", eps=eps),
         rtol=1e-12 if dtype == np.float64 else 2e-5, atol=1e-6,
     )
-    assert_allclose(grad, bce_gradient(y, p, reduction="none"), rtol=0)
+    # The fused pass and the gradient alone run different loops, which gcc
+    # may vectorise apart under fast-math (the baseline build): equal to a
+    # few ulps, not bit for bit.
+    assert_allclose(grad, bce_gradient(y, p, reduction="none"),
+                    rtol=4 * float(np.finfo(dtype).eps))
 
 
 def test_all_hard_targets_take_the_one_log_pass():
