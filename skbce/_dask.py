@@ -242,7 +242,7 @@ def training_data(estimator, X, y, sample_weight, solver):
     pass reads the workers' copies, however ``X`` was built. Sets the
     estimator's ``classes_``, ``_one_d``, ``_y_dtype`` and ``n_features_in_``.
     """
-    from skbce._dask_problem import _client
+    from skbce.linear_model._dask_problem import _client
 
     if solver == "sgd":
         raise ValueError(

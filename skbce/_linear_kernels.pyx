@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Kernels of the MultiLabelLogistic solvers (``skbce/_solvers.py``).
+"""Kernels of the MultiLabelLogistic solvers (``skbce/linear_model/``).
 
 * :func:`logistic_derivatives` -- for logits ``Z`` of all active labels, in
   one sweep: the weighted loss summed *per label*, the gradient and the

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 PUBLIC_MODULES = [
-    "skbce.metrics", "skbce._scorer", "skbce.linear_model", "skbce._logistic_cv",
-    "skbce._thresholds",
+    "skbce.metrics", "skbce._scorer", "skbce.linear_model._logistic", "skbce.linear_model._cv",
+    "skbce.model_selection._thresholds",
 ]
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -184,24 +184,24 @@ def test_gd_loss_curve_decreases_and_converged_labels_stop(multilabel):
     curve = np.asarray(model.loss_curve_)
     # Restarts keep the objective monotone.
     assert np.all(np.diff(curve) <= 1e-12)
-    from skbce import _solvers
+    from skbce.linear_model import _gd, _problem
 
-    problem = _solvers.LinearBCE(X, Y.astype(float), None, None, 1 / 300, 0.0, True)
+    problem = _problem.LinearBCE(X, Y.astype(float), None, None, 1 / 300, 0.0, True)
     b0 = np.log(np.clip(Y.mean(0), 1e-6, 1 - 1e-6) / (1 - np.clip(Y.mean(0), 1e-6, 1 - 1e-6)))
-    result = _solvers.gradient_descent(problem, np.zeros((4, 12)), b0, tol=1e-6)
+    result = _gd.gradient_descent(problem, np.zeros((4, 12)), b0, tol=1e-6)
     assert result.label_n_iter[0] <= 2 < result.label_n_iter[1:].min()
     assert result.converged.all()
 
 
 def test_newton_cg_label_pool_gives_the_same_solution(multilabel):
     """A pool of two labels at a time (labels join as others converge)."""
-    from skbce import _solvers
+    from skbce.linear_model import _newton_cg, _problem
 
     X, Y = multilabel
-    problem = _solvers.LinearBCE(X, Y, None, None, 1 / 300, 0.0, True)
+    problem = _problem.LinearBCE(X, Y, None, None, 1 / 300, 0.0, True)
     b0 = np.zeros(4)
-    whole = _solvers.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9)
-    pooled = _solvers.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9, pool_size=2)
+    whole = _newton_cg.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9)
+    pooled = _newton_cg.newton_cg(problem, np.zeros((4, 12)), b0, tol=1e-9, pool_size=2)
     assert whole.converged.all() and pooled.converged.all()
     assert_allclose(pooled.coef, whole.coef, atol=1e-7)
     assert_allclose(pooled.intercept, whole.intercept, atol=1e-7)
@@ -214,16 +214,16 @@ def test_dense_products_over_row_blocks(monkeypatch):
     """The dense Hessian and squared products, over ragged row blocks."""
     from sklearn import config_context
 
-    from skbce import _solvers
+    from skbce.linear_model import _problem
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(203, 7))
     D = rng.uniform(0.05, 0.25, size=(203, 3))
     V, vb = rng.normal(size=(7, 3)), rng.normal(size=3)
-    problem = _solvers.LinearBCE(X, (rng.uniform(size=(203, 3)) < 0.4).astype(float),
+    problem = _problem.LinearBCE(X, (rng.uniform(size=(203, 3)) < 0.4).astype(float),
                                  None, None, 0.01, 0.0, True)
     # 3 labels x 7 features x 16 rows per block: 13 blocks, the last of 11 rows.
-    monkeypatch.setattr(_solvers, "DENSE_BLOCK_WORK", 7 * 3 * 16)
+    monkeypatch.setattr(_problem, "DENSE_BLOCK_WORK", 7 * 3 * 16)
     assert len(problem._row_blocks(3)) == 13
     HW, Hb = problem.hessp(V, vb, D)
     U = D * (X @ V + vb)
@@ -235,19 +235,19 @@ def test_dense_products_over_row_blocks(monkeypatch):
 
 def test_mostly_zero_dense_x_with_many_labels_is_fitted_as_csr(monkeypatch):
     """A dense X of 3 % non-zeros and 40 labels goes to the sparse kernels, same model."""
-    from skbce import _solvers
+    from skbce.linear_model import _problem
 
     rng = np.random.default_rng(4)
     X = (rng.uniform(size=(400, 60)) < 0.03).astype(float)
     Y = (X @ rng.normal(size=(60, 40)) + rng.logistic(size=(400, 40)) > 0.5).astype(int)
     seen = []
-    make = _solvers.LinearBCE
+    make = _problem.LinearBCE
 
     def spy(X, *args, **kwargs):
         seen.append(sparse.issparse(X))
         return make(X, *args, **kwargs)
 
-    monkeypatch.setattr(_solvers, "LinearBCE", spy)
+    monkeypatch.setattr(_problem, "LinearBCE", spy)
     model = MultiLabelLogistic(tol=1e-8).fit(X, Y)
     reference = MultiLabelLogistic(tol=1e-8).fit(sparse.csr_matrix(X), Y)
     assert seen == [True, True]
@@ -262,17 +262,17 @@ def test_mostly_zero_dense_x_with_many_labels_is_fitted_as_csr(monkeypatch):
 
 def test_wide_accumulators_take_long_row_blocks(monkeypatch):
     """Many labels: blocks of DENSE_WIDE_ROWS rows; the products are unchanged."""
-    from skbce import _solvers
+    from skbce.linear_model import _problem
 
     rng = np.random.default_rng(5)
     X = rng.normal(size=(300, 20))
     D = rng.uniform(0.05, 0.25, size=(300, 40))
     V, vb = rng.normal(size=(20, 40)), rng.normal(size=40)
-    problem = _solvers.LinearBCE(X, (rng.uniform(size=(300, 40)) < 0.4).astype(float),
+    problem = _problem.LinearBCE(X, (rng.uniform(size=(300, 40)) < 0.4).astype(float),
                                  None, None, 0.01, 0.0, True)
-    monkeypatch.setattr(_solvers, "DENSE_BLOCK_WORK", 20 * 40 * 16)
-    monkeypatch.setattr(_solvers, "DENSE_WIDE_ACCUMULATOR", 20 * 40)
-    monkeypatch.setattr(_solvers, "DENSE_WIDE_ROWS", 64)
+    monkeypatch.setattr(_problem, "DENSE_BLOCK_WORK", 20 * 40 * 16)
+    monkeypatch.setattr(_problem, "DENSE_WIDE_ACCUMULATOR", 20 * 40)
+    monkeypatch.setattr(_problem, "DENSE_WIDE_ROWS", 64)
     blocks = problem._row_blocks(40)
     assert [b.start for b in blocks] == [0, 64, 128, 192, 256]
     HW, Hb = problem.hessp(V, vb, D)
@@ -287,16 +287,16 @@ def test_working_memory_bounds_the_labels_solved_at_once(multilabel, container):
     """scikit-learn's working_memory caps the solvers' working arrays."""
     from sklearn import config_context
 
-    from skbce import _solvers
+    from skbce.linear_model import _solver_choice
 
     X, Y = container(multilabel[0]), multilabel[1]
     model = MultiLabelLogistic(tol=1e-9)
     problem = model._problem(X, Y.astype(np.uint8), None, None)
     budget = model._memory_budget(X, problem, "newton-cg")
-    assert _solvers.label_block_size(problem, budget) == 4
+    assert _solver_choice.label_block_size(problem, budget) == 4
     with config_context(working_memory=0.005):  # 5 KiB: one label at a time
         budget = model._memory_budget(X, problem, "newton-cg")
-        assert _solvers.label_block_size(problem, budget) == 1
+        assert _solver_choice.label_block_size(problem, budget) == 1
         small = clone(model).fit(X, Y)
     assert_allclose(small.coef_, model.fit(X, Y).coef_, atol=1e-7)
 
@@ -313,7 +313,7 @@ def test_memory_rule_pools_all_labels_of_a_tall_dense_x(monkeypatch):
 
     from sklearn import config_context
 
-    from skbce import _solvers
+    from skbce.linear_model import _newton_cg, _solver_choice
 
     rng = np.random.default_rng(0)
     n, d, k = 6000, 120, 16
@@ -321,18 +321,18 @@ def test_memory_rule_pools_all_labels_of_a_tall_dense_x(monkeypatch):
     X = (X - X.mean(axis=0)) / X.std(axis=0)
     Y = (X @ rng.normal(size=(d, k)) * 0.3 + rng.logistic(size=(n, k)) > 1).astype(np.int8)
     pools = []
-    solve = _solvers.newton_cg
+    solve = _newton_cg.newton_cg
 
     def spy(*args, pool_size=None, **kwargs):
         pools.append(pool_size)
         return solve(*args, pool_size=pool_size, **kwargs)
 
-    monkeypatch.setattr(_solvers, "newton_cg", spy)
+    monkeypatch.setattr(_newton_cg, "newton_cg", spy)
     model = MultiLabelLogistic(tol=1e-8)
     problem = model._problem(X, Y.astype(np.uint8), None, None)
     assert problem.mixed_precision_cg() and problem.gram_bytes() <= 2**17
     old_budget = 2**17
-    assert _solvers.label_block_size(problem, old_budget) == 1
+    assert _solver_choice.label_block_size(problem, old_budget) == 1
     model.fit(X, Y)  # warm-up: imports and caches are no part of a fit's memory
     tracemalloc.start()
     model.fit(X, Y)

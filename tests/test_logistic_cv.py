@@ -206,7 +206,7 @@ def test_labels_constant_in_the_data_or_in_a_fold(data):
 
 def test_path_fits_share_the_gram_matrix_and_not_the_solution(data):
     X, Y = data
-    from skbce._logistic_cv import _PathModel
+    from skbce.linear_model._cv import _PathModel
 
     model = _PathModel(C=0.1, tol=1e-10)
     model.fit(X, Y)

@@ -228,6 +228,6 @@ def test_usual_metrics_are_computed_from_counts(name, joint):
     # bibtex (159 labels) f1_micro took minutes that way.
     from sklearn.metrics import get_scorer
 
-    from skbce._thresholds import _count_metric
+    from skbce.model_selection._thresholds import _count_metric
 
     assert _count_metric(get_scorer(name), joint) is not None

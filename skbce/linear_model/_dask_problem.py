@@ -1,7 +1,8 @@
-"""The problem interface of :mod:`skbce._solvers` over row chunks on a dask cluster.
+"""The problem interface of :mod:`skbce.linear_model._problem` over row chunks on a dask cluster.
 
 Design: the in-memory solvers (newton-cg, lbfgs, gd) drive a
-:class:`DaskLinearBCE` exactly as they drive a :class:`~skbce._solvers.LinearBCE`.
+:class:`DaskLinearBCE` exactly as they drive a
+:class:`~skbce.linear_model._problem.LinearBCE`.
 Each chunk of rows becomes an in-memory ``LinearBCE`` living on a worker,
 built once from the persisted blocks of ``X`` and ``Y``; its sample weights
 are normalised by the total weight of *all* chunks, so that its loss,
@@ -33,7 +34,12 @@ from dask.sizeof import sizeof
 from scipy import sparse
 
 from skbce._kernels import max_threads
-from skbce._solvers import GRAM_MAX_FEATURES, LinearBCE, _working_memory_bytes, gram_eigh
+from skbce.linear_model._problem import (
+    GRAM_MAX_FEATURES,
+    LinearBCE,
+    _working_memory_bytes,
+    gram_eigh,
+)
 
 __all__ = ["ChunkedArray", "DaskLinearBCE"]
 
@@ -387,7 +393,7 @@ def _newton_terms(problem, W, b):
 
 
 class DaskLinearBCE(LinearBCE):
-    """:class:`~skbce._solvers.LinearBCE` over the row chunks of dask arrays.
+    """:class:`~skbce.linear_model._problem.LinearBCE` over the row chunks of dask arrays.
 
     Parameters
     ----------
@@ -398,7 +404,7 @@ class DaskLinearBCE(LinearBCE):
     sample_weight : dask array of shape (n_samples,) or None
         With ``X``'s row chunks.
     pos_weight, alpha, beta, fit_intercept, label_smoothing
-        As for :class:`~skbce._solvers.LinearBCE`.
+        As for :class:`~skbce.linear_model._problem.LinearBCE`.
     """
 
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,

@@ -1,6 +1,5 @@
 """MultiLabelLogistic: a joint multi-label logistic regression trained on BCE."""
 
-import hashlib
 import time
 import warnings
 from contextlib import ExitStack
@@ -17,7 +16,6 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -25,9 +23,23 @@ from sklearn.utils.validation import (
 )
 from threadpoolctl import ThreadpoolController
 
-from skbce import _solvers
-from skbce._kernels import max_threads
 from skbce._dispatch import is_dask_collection
+from skbce._kernels import max_threads
+from skbce.linear_model import _newton_cg, _problem, _sgd, _solver_choice
+from skbce.linear_model._partial_fit import _Pass
+from skbce.linear_model._problem import _check_magnitude
+from skbce.linear_model._solver_base import SolverResult
+from skbce.linear_model._solver_choice import (
+    _LBFGS_BLOCK,
+    _csr_pays,
+    _exact_newton_pays,
+    memory_budget,
+)
+from skbce.linear_model._targets import (
+    _nullable_label_dtype,
+    _weighted_column_sums,
+    encode_targets,
+)
 
 __all__ = ["MultiLabelLogistic"]
 
@@ -35,21 +47,6 @@ __all__ = ["MultiLabelLogistic"]
 _MIN_ENTRIES_PER_THREAD = 20_000
 # Below this many entries of a dense X, BLAS products run on one thread.
 _SMALL_DENSE = 2**20
-# Labels per joint L-BFGS-B problem.
-_LBFGS_BLOCK = 16
-# The memory rule: the extra memory a fit allocates stays within
-# ``bytes(X) + 4 * n_samples * n_labels * 8 + _MEMORY_SLACK`` -- the logits
-# of all labels, their gradient, the curvature and one trial set, the size
-# of X (for its float32 twin and the products' buffers) and a constant for
-# the small arrays -- and within scikit-learn's ``working_memory``.
-_MEMORY_SLACK = 32 * 2**20
-# "auto" takes Newton with the exact Hessian for one label up to this many
-# features (see _exact_newton_pays).
-_EXACT_NEWTON_MAX_FEATURES = 200
-# A dense X at most this dense is fitted as a CSR copy for this many labels
-# or more (see _csr_pays).
-_CSR_MAX_DENSITY = 0.05
-_CSR_MIN_LABELS = 32
 
 
 @lru_cache(maxsize=1)
@@ -370,109 +367,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return X, y
 
     def _encode_targets(self, y, classes, dtype, first):
-        """Targets as an (n_samples, n_labels) float array in [0, 1].
-
-        Sets ``classes_``, ``_one_d`` and ``_y_dtype`` when ``first``;
-        otherwise checks ``y`` against them.
-        """
-        if sparse.issparse(y):
-            y = y.toarray()
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            # A column vector (y.reshape(-1, 1), df[["target"]]) is one binary
-            # target, as for OneVsRestClassifier: classes_ then holds its two
-            # classes. Label indices ([0]) would read, to anything that looks
-            # at classes_ (scorers), as "only class 0 was seen in training".
-            y = y[:, 0]
-        if y.ndim == 1:
-            y_type = type_of_target(y, input_name="y", raise_unknown=True)
-            if y_type == "continuous":
-                values = y.astype(np.float64)
-                try:
-                    _check_unit_interval(values)
-                except ValueError as exc:
-                    raise ValueError(f"Unknown label type: continuous. {exc}") from None
-                labels = np.array([0, 1])
-                Y = values
-            elif y_type == "binary":
-                if first:
-                    labels = np.unique(y) if classes is None else np.unique(classes)
-                else:
-                    labels = self.classes_
-                    if not np.all(np.isin(np.unique(y), labels)):
-                        raise ValueError(
-                            f"y holds labels {np.setdiff1d(np.unique(y), labels)} "
-                            f"not in classes_ {labels}."
-                        )
-                if len(labels) > 2:
-                    raise ValueError(
-                        "Only binary classification is supported for 1-D targets; "
-                        f"classes has {len(labels)} values. Pass a 2-D indicator "
-                        "matrix for multi-label targets."
-                    )
-                if len(labels) < 2:
-                    raise ValueError(
-                        "MultiLabelLogistic needs samples of at least 2 classes in a "
-                        f"1-D target, but the data contains only one class: "
-                        f"{labels[0]!r}. Pass classes= to partial_fit, or a 2-D "
-                        "target of two or more labels to fit a label that is constant."
-                    )
-                Y = (y == labels[1]).astype(np.float64)
-            elif y_type in ("multiclass",):
-                raise ValueError(
-                    "Only binary classification is supported. The type of the target "
-                    f"is {y_type}: 1-D targets must have two classes (or be "
-                    "probabilities in [0, 1]); for multi-label targets pass a 2-D "
-                    "0/1 indicator matrix."
-                )
-            else:
-                raise ValueError(f"Unknown label type: {y_type!r} for a 1-D target.")
-            Y = Y.reshape(-1, 1)
-            one_d = True
-        elif y.ndim == 2:
-            if y.dtype.kind not in "biuf":
-                try:
-                    y = y.astype(np.float64)
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        "Unknown label type: a 2-D target must hold numbers in [0, 1] "
-                        f"(a multi-label indicator matrix or probabilities); got dtype "
-                        f"{y.dtype}."
-                    ) from None
-            # Integer labels are checked as they are: no float copy.
-            Y = y if y.dtype.kind in "biu" else y.astype(np.float64)
-            try:
-                _check_unit_interval(Y)
-            except ValueError as exc:
-                y_type = type_of_target(y, input_name="y")
-                raise ValueError(f"Unknown label type: {y_type}. {exc}") from None
-            labels = np.arange(Y.shape[1])
-            one_d = False
-            if classes is not None and first and len(np.asarray(classes)) != Y.shape[1]:
-                raise ValueError(
-                    f"classes has {len(np.asarray(classes))} entries but y has "
-                    f"{Y.shape[1]} labels; for a 2-D target classes holds the label "
-                    "indices."
-                )
-        else:
-            raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
-        if first:
-            self.classes_ = labels
-            self._one_d = one_d
-            self._y_dtype = y.dtype if not one_d else None
-        else:
-            if one_d != self._one_d or (not one_d and Y.shape[1] != len(self.classes_)):
-                raise ValueError(
-                    f"y has shape {y.shape}, but the model was fitted on "
-                    + ("1-D targets." if self._one_d else
-                       f"{len(self.classes_)} labels.")
-                )
-        # Hard targets are stored as uint8 (a float copy of a large label
-        # matrix would dominate the memory of a fit); the solvers convert
-        # blocks of labels to the floating dtype as they go.
-        if Y.dtype.kind in "biu" or np.all((Y == 0) | (Y == 1)):
-            return np.ascontiguousarray(Y, dtype=np.uint8)
-        return np.ascontiguousarray(Y, dtype=dtype)
+        """Targets as an (n_samples, n_labels) array in [0, 1] (see :func:`encode_targets`)."""
+        return encode_targets(self, y, classes, dtype, first)
 
     def _resolve_pos_weight(self, Y, sample_weight):
         n_labels = Y.shape[1]
@@ -525,12 +421,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             alpha = (1.0 - self.l1_ratio) / (self.C * total)
             beta = self.l1_ratio / (self.C * total)
         if is_dask_collection(X):
-            from skbce._dask_problem import DaskLinearBCE
+            from skbce.linear_model._dask_problem import DaskLinearBCE
 
             return DaskLinearBCE(X, Y, sample_weight, pos_weight, alpha, beta,
                                  self.fit_intercept, label_smoothing=self.label_smoothing)
         n_threads = self._kernel_threads(Y.size)
-        problem = _solvers.LinearBCE(
+        problem = _problem.LinearBCE(
             X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
             label_smoothing=self.label_smoothing,
             product_threads=self._kernel_threads(X.nnz) if sparse.issparse(X) else None,
@@ -668,7 +564,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             if solver == "sgd":
                 rng = np.random.default_rng(
                     check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-                result, state = _solvers.sgd(
+                result, state = _sgd.sgd(
                     problem, W0, b0, tol=self.tol, max_iter=self.max_iter,
                     verbose=self.verbose, batch_size=self.batch_size,
                     learning_rate=self.learning_rate, rng=rng, decay_every=self._step_decay(),
@@ -676,18 +572,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 self._sgd_rng = rng
             else:
                 budget = self._memory_budget(X, problem, solver)
-                block = _solvers.label_block_size(problem, budget, solver)
+                block = _solver_choice.label_block_size(problem, budget, solver)
                 options = dict(tol=self.tol, max_iter=self.max_iter, verbose=self.verbose)
                 if solver == "newton-cg":
                     # A pool of labels: those that converge make room for the next.
-                    result = _solvers.newton_cg(problem, W0, b0, pool_size=block, **options)
+                    result = _newton_cg.newton_cg(problem, W0, b0, pool_size=block, **options)
                 else:
                     if solver == "lbfgs":
                         # One L-BFGS run shares its line search and stopping
                         # test among its labels: small blocks converge faster.
                         block = min(block, _LBFGS_BLOCK)
-                    result = _solvers.solve_in_blocks(
-                        _solvers.SOLVERS[solver], problem, W0, b0, block, **options)
+                    result = _solver_choice.solve_in_blocks(
+                        _solver_choice.SOLVERS[solver], problem, W0, b0, block, **options)
         if self.verbose:
             print(f"[MultiLabelLogistic] solver={solver}: {result.n_iter} iterations "
                   f"in {time.perf_counter() - start:.3f}s", flush=True)
@@ -711,30 +607,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             )
         return self
 
-    @staticmethod
-    def _memory_budget(X, problem, solver):
-        """Bytes the solvers' per-label working arrays may take.
-
-        The memory rule's allowance (``_MEMORY_SLACK``, above) less what the
-        fit holds whatever the number of labels at once: the float32 twin of
-        a dense ``X`` (newton-cg's mixed precision) and the Gram
-        preconditioner. Never more than scikit-learn's ``working_memory``
-        setting: a user who sets it low trades time for memory (fewer labels
-        at a time, each sweep over ``X`` serving fewer of them).
-        """
-        if sparse.issparse(X):
-            x_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-        else:
-            x_bytes = X.nbytes
-        allowed = x_bytes + 4 * problem.n_samples * problem.n_labels * 8 + _MEMORY_SLACK
-        # The coefficients of all labels and the result's copy of them: on a
-        # wide X (30 000 features, 100 labels) 24 MB each.
-        allowed -= 2 * problem.n_features * problem.n_labels * problem.dtype.itemsize
-        if solver == "newton-cg":
-            allowed -= problem.gram_bytes()
-            if problem.mixed_precision_cg() and not sparse.issparse(X):
-                allowed -= X.size * 4
-        return max(0, min(allowed, _solvers._working_memory_bytes()))
+    _memory_budget = staticmethod(memory_budget)
 
     def _step_decay(self):
         return 10.0 * self.batch_size
@@ -814,18 +687,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                                     total=self._pass.weight)
             if self._sgd_state is None:
                 batch = int(min(self.batch_size, X.shape[0]))
-                precond = _solvers.sgd_preconditioner(problem)
+                precond = _sgd.sgd_preconditioner(problem)
                 # Also the first chunk's curvature bound (a power iteration),
                 # which the row-norm bound exceeds up to n_features times: a
                 # few passes then go a long way (3600 x 30 Gaussian features,
                 # 6 chunks: 44% above fit's objective after 20 passes with
                 # the row-norm step, 0.2% with this). Either bounds the
                 # preconditioned curvature (its factors are at most 1).
-                step0 = max(_solvers.sgd_step_size(problem, batch, precond),
+                step0 = max(_sgd.sgd_step_size(problem, batch, precond),
                             1.0 / problem.lipschitz())
-                self._sgd_state = _solvers.SGDState(
+                self._sgd_state = _sgd.SGDState(
                     step0=step0, avg_start=self._step_decay(), precond=precond)
-            _solvers.sgd_epoch(
+            _sgd.sgd_epoch(
                 problem, W, b, self._sgd_state, batch_size=self.batch_size,
                 learning_rate=self.learning_rate, rng=self._sgd_rng,
                 decay_every=self._step_decay(),
@@ -833,7 +706,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             W_avg, b_avg = self._pass.average(self._sgd_state, W, b, X.shape[0])
             objective = problem.objective(W_avg, b_avg)
         self._W, self._b = W, b
-        result = _solvers.SolverResult(
+        result = SolverResult(
             coef=W_avg.T, intercept=b_avg.copy(), n_iter=1, loss_curve=[], converged=None)
         self._store(result, dtype)
         self.solver_ = "sgd"
@@ -996,163 +869,3 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         tags.target_tags.single_output = True
         tags.input_tags.sparse = True
         return tags
-
-
-class _Pass:
-    """One pass over the chunks that :meth:`MultiLabelLogistic.partial_fit` is given.
-
-    Its weight is that of the distinct chunks seen so far, until a chunk
-    comes again (the same bytes): then a pass is complete and its weight
-    fixed. The penalty of each chunk's SGD steps is weighed against it, as
-    :meth:`~MultiLabelLogistic.fit` weighs it against all rows: repeated
-    passes converge to the fit of the data set, and a stream that never
-    repeats to the fit of everything seen. The estimate is the average of
-    the SGD iterates over the last pass (over everything seen, in the first),
-    as ``"sgd"``'s is over the last epoch.
-    """
-
-    def __init__(self):
-        self.weight = 0.0
-        self.rows = 0
-        self.complete = False
-        self._seen = set()
-        # The running average of the iterates over the current window.
-        self._window_rows = 0
-        self._count = 0
-        self._W = self._b = None
-
-    def add(self, X, Y, sample_weight):
-        if self.complete:
-            return
-        key = _fingerprint(X, Y, sample_weight)
-        if key in self._seen:
-            self.complete, self._seen = True, None
-            return
-        self._seen.add(key)
-        self.rows += X.shape[0]
-        self.weight += X.shape[0] if sample_weight is None else float(
-            np.sum(sample_weight, dtype=np.float64))
-
-    def average(self, state, W, b, n_rows):
-        """Fold the averaged iterates of this chunk (in ``state``) into the pass's."""
-        if self.complete and self._window_rows >= self.rows:
-            self._window_rows = self._count = 0
-        self._window_rows += n_rows
-        if state.n_avg:
-            if self._count == 0:
-                self._W, self._b = state.avg_W.copy(), state.avg_b.copy()
-            else:
-                share = state.n_avg / (self._count + state.n_avg)
-                self._W += W.dtype.type(share) * (state.avg_W - self._W)
-                self._b += b.dtype.type(share) * (state.avg_b - self._b)
-            self._count += state.n_avg
-        return (self._W, self._b) if self._count else (W, b)
-
-
-def _fingerprint(X, Y, sample_weight):
-    """A digest of a chunk's bytes: the same chunk given again has the same one."""
-    digest = hashlib.blake2b(digest_size=16)
-    parts = [X.data, X.indices, X.indptr] if sparse.issparse(X) else [X]
-    for part in [*parts, Y] + ([] if sample_weight is None else [sample_weight]):
-        part = np.ascontiguousarray(part)
-        digest.update(f"{part.dtype.str}{part.shape}".encode())
-        digest.update(memoryview(part).cast("B"))
-    return digest.digest()
-
-
-def _weighted_column_sums(Y, sample_weight):
-    """``sample_weight @ Y`` in float64, without a float copy of all of ``Y``."""
-    if is_dask_collection(Y):
-        from skbce._dask import weighted_column_sums
-
-        return weighted_column_sums(Y, sample_weight)
-    total = np.zeros(Y.shape[1])
-    chunk = max(1, 2**16 // max(1, Y.shape[1]))  # rows per float block: 512 KiB
-    for start in range(0, len(Y), chunk):
-        block = Y[start:start + chunk].astype(np.float64)
-        if sample_weight is None:
-            total += block.sum(axis=0)
-        else:
-            total += np.asarray(sample_weight[start:start + chunk], dtype=np.float64) @ block
-    return total
-
-
-def _nullable_label_dtype(y):
-    """The NumPy dtype of a pandas target of nullable integers or booleans.
-
-    None for anything else, including a target whose columns are all NumPy
-    dtypes (validate_data keeps those).
-    """
-    if hasattr(y, "columns"):  # a DataFrame
-        dtypes = list(y.dtypes)
-    else:
-        dtypes = [getattr(y, "dtype", None)]
-    numpy_dtypes = []
-    for dtype in dtypes:
-        numpy_dtype = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)
-        if numpy_dtype is None or numpy_dtype.kind not in "biu":
-            return None
-        numpy_dtypes.append(numpy_dtype)
-    if all(isinstance(dtype, np.dtype) for dtype in dtypes):
-        return None
-    return np.result_type(*numpy_dtypes)
-
-
-def _exact_newton_pays(X, n_labels):
-    """Whether ``"auto"`` takes Newton with the exact Hessian: one label, dense X, few features.
-
-    Per iteration it costs one pass over ``X`` with ``n m^2 / 2`` multiply-adds
-    at matrix-matrix (BLAS-3) speed, ``m = n_features + 1``; newton-cg's
-    conjugate gradient costs ``2 n m`` per inner iteration at the speed of
-    memory-bound matrix-vector products, about an order of magnitude
-    slower per operation, and takes 5-10 of them per Newton step: break-even
-    near ``m = 200``. With more labels the conjugate gradient's products
-    are matrix-matrix too, while the exact Hessians grow with the labels.
-    """
-    return (not sparse.issparse(X) and n_labels == 1
-            and X.shape[1] <= _EXACT_NEWTON_MAX_FEATURES)
-
-
-def _csr_pays(X, n_labels):
-    """Whether a dense ``X`` is fitted faster as a CSR copy: mostly zeros, many labels.
-
-    The sparse kernels' products cost ``nnz * n_labels``, BLAS's ``n_samples *
-    n_features * n_labels`` at a few times the speed per multiply-add. One
-    float32 Hessian product, 12000 x 500 (one thread each): 100 labels,
-    density 4 %: dense 50 ms, CSR 21 ms; 15 %: 56 / 55 ms; 983 labels, 4 %:
-    0.72 s / 0.18 s. With 8 labels the narrow sparse products lose at every
-    density (4 %: 4.6 / 12 ms). The copy, at most 12 bytes per non-zero,
-    stays within the memory rule's bytes(X).
-    """
-    if sparse.issparse(X) or n_labels < _CSR_MIN_LABELS or X.size == 0:
-        return False
-    return np.count_nonzero(X) <= _CSR_MAX_DENSITY * X.size
-
-
-def _check_magnitude(problem):
-    """A clear error for features too large for the arithmetic of the fit."""
-    limit = _solvers.magnitude_limit(problem.dtype)
-    largest = problem.feature_max_abs()
-    if largest > limit:
-        raise ValueError(
-            f"X holds a feature value of magnitude {largest:.3g}; MultiLabelLogistic "
-            f"fits {problem.dtype} features of magnitude up to {limit:.3g} (the "
-            "curvature of the loss grows with their squares and would overflow). "
-            "Scale the features, e.g. with StandardScaler, or divide X by a constant."
-        )
-
-
-def _check_unit_interval(values):
-    if values.dtype.kind in "biu":
-        if values.size == 0 or (values.min() >= 0 and values.max() <= 1):
-            return
-    elif not np.all(np.isfinite(values)):
-        raise ValueError("Targets must be finite.")
-    bad = (values < 0) | (values > 1)
-    if np.any(bad):
-        index = np.unravel_index(np.flatnonzero(bad)[0], values.shape)
-        raise ValueError(
-            "Targets must be 0/1 labels or probabilities in [0, 1] (soft targets); "
-            f"found {values[index]!r} at index {tuple(int(i) for i in index)}. "
-            "Continuous targets outside [0, 1] are regression targets."
-        )

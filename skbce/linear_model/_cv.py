@@ -32,7 +32,7 @@ from sklearn.utils.metadata_routing import (
 )
 from sklearn.utils.validation import _check_method_params, check_is_fitted
 
-from skbce.linear_model import MultiLabelLogistic
+from skbce.linear_model._logistic import MultiLabelLogistic
 from skbce.metrics import binary_cross_entropy
 
 __all__ = ["MultiLabelLogisticCV"]

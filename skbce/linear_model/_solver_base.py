@@ -1,0 +1,121 @@
+"""What the solvers share: their result, per-label bookkeeping, progress output."""
+
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["SolverResult"]
+
+STALL_LIMIT = 3  # newton-cg: iterations without a decrease before a label stops
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns.
+
+    coef : ndarray of shape (n_labels, n_features)
+    intercept : ndarray of shape (n_labels,)
+    n_iter : int
+        Iterations (epochs for SGD) run; the maximum over the labels.
+    loss_curve : list of float
+        Mean over labels of the objective ``f_j`` after each iteration.
+    converged : ndarray of bool, shape (n_labels,)
+    label_n_iter : ndarray of int, shape (n_labels,)
+        Iterations each label took until it converged (or stopped).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    n_iter: int
+    loss_curve: list
+    converged: np.ndarray
+    label_n_iter: np.ndarray = field(default=None)
+
+
+def _soft_threshold(W, threshold):
+    return np.sign(W) * np.maximum(np.abs(W) - threshold, 0)
+
+
+def _max_abs(gW, gb):
+    m = np.abs(gW).max(axis=0) if gW.shape[0] else np.zeros(gW.shape[1])
+    return np.maximum(m, np.abs(gb))
+
+
+def _l1_subgradient(gW, W, beta):
+    """Minimum-norm subgradient of ``smooth + beta * ||W||_1`` given the smooth gradient."""
+    if beta == 0:
+        return gW
+    out = gW + beta * np.sign(W)
+    zero = W == 0
+    out[zero] = np.sign(gW[zero]) * np.maximum(np.abs(gW[zero]) - beta, 0)
+    return out
+
+
+class _Progress:
+    """Verbose output: iteration, objective, gradient norm, elapsed time."""
+
+    def __init__(self, name, verbose):
+        self.name, self.verbose = name, verbose
+        self.start = time.perf_counter()
+        self.last = self.start
+
+    def __call__(self, it, objective, grad_norm, n_active, force=False):
+        if not self.verbose:
+            return
+        now = time.perf_counter()
+        if self.verbose > 1 or force or now - self.last >= 1.0 or it == 1:
+            self.last = now
+            print(f"[{self.name}] iter {it:5d}  objective {objective:.8g}  "
+                  f"max|grad| {grad_norm:.3e}  active labels {n_active:4d}  "
+                  f"{now - self.start:7.2f}s", flush=True)
+
+
+class _Labels:
+    """The state of all labels, the active ones in compact arrays."""
+
+    def __init__(self, problem, W0, b0):
+        k = problem.n_labels
+        self.problem = problem
+        self.W_all = np.array(np.asarray(W0).T, dtype=problem.dtype, order="C")  # own copy
+        self.b_all = np.array(b0, dtype=problem.dtype)
+        self.f_all = np.zeros(k)
+        self.converged = np.zeros(k, dtype=bool)
+        self.n_iter = np.zeros(k, dtype=int)
+        self.active = np.arange(k)
+
+    def retire(self, keep, W, b, f, it):
+        """Write back labels not in ``keep`` (bool over the active set).
+
+        ``it``: the iterations run, a number or one per active label.
+        """
+        gone = self.active[~keep]
+        self.W_all[:, gone] = W[:, ~keep]
+        self.b_all[gone] = b[~keep]
+        self.f_all[gone] = f[~keep]
+        self.n_iter[gone] = np.broadcast_to(it, keep.shape)[~keep]
+        self.active = self.active[keep]
+        self.problem.set_active(self.active)
+
+    def finish(self, W, b, f, it):
+        self.W_all[:, self.active] = W
+        self.b_all[self.active] = b
+        self.f_all[self.active] = f
+        self.n_iter[self.active] = it
+
+    def curve_value(self, f):
+        values = self.f_all.copy()
+        values[self.active] = f
+        return float(values.mean())
+
+    def result(self, it, curve):
+        self.problem.set_active(np.arange(self.problem.n_labels))
+        return SolverResult(
+            coef=np.ascontiguousarray(self.W_all.T),
+            intercept=self.b_all.copy(),
+            n_iter=int(max(it, 1)),
+            loss_curve=curve,
+            converged=self.converged.copy(),
+            label_n_iter=self.n_iter.copy(),
+        )
