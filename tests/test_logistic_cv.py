@@ -43,6 +43,25 @@ def manual_scores(X, Y, folds, score, sample_weight=None):
     return np.array(out)
 
 
+def assert_path_scores(scores, expected, patience=2, **tolerance):
+    """``scores`` are the loop's where computed; NaN only after a label left the path.
+
+    A label may leave only once the mean of the loop's scores fell at
+    ``patience`` consecutive C's, and then leaves in every fold at once.
+    """
+    computed = ~np.isnan(scores)
+    assert_allclose(scores[computed], expected[computed], **tolerance)
+    assert np.all(computed == computed[0])
+    steps = computed[0].reshape(len(CS), -1)
+    mean = expected.mean(axis=0).reshape(len(CS), -1)
+    for j, n_steps in enumerate(steps.sum(axis=0)):
+        assert steps[:n_steps, j].all()  # a prefix of the path
+        if n_steps < len(CS):
+            falls = mean[n_steps - 1 - patience:n_steps, j]
+            assert len(falls) == patience + 1 and np.all(np.diff(falls) < 0)
+    return steps.sum(axis=0)
+
+
 def neg_bce(Y, P, sample_weight=None):
     loss = -(Y * np.log(P) + (1 - Y) * np.log1p(-P))
     return -np.average(loss, axis=0, weights=sample_weight)
@@ -54,11 +73,18 @@ def test_C_per_label_is_the_argmax_of_an_independent_loop(data):
     expected = manual_scores(X, Y, folds, lambda y, p, _, __: neg_bce(y, p))
     model = MultiLabelLogisticCV(Cs=CS, cv=folds, **TIGHT).fit(X, Y)
     assert model.scores_.shape == (3, len(CS), Y.shape[1])
-    assert_allclose(model.scores_, expected, rtol=1e-6)
+    n_steps = assert_path_scores(model.scores_, expected, rtol=1e-6)
+    assert np.any(n_steps < len(CS))  # labels left the path past their best
     assert_array_equal(model.C_, CS[np.argmax(expected.mean(axis=0), axis=0)])
     assert len(np.unique(model.C_)) > 1  # the labels really choose differently
     assert_array_equal(model.Cs_, CS)
     assert model.n_iter_.shape == (3, len(CS))
+    assert np.all((model.n_iter_ > 0) == (np.arange(len(CS)) < n_steps.max()))
+    # Without leaving the path: every score, and the same choice.
+    full = MultiLabelLogisticCV(Cs=CS, cv=folds, path_patience=None, **TIGHT).fit(X, Y)
+    assert_allclose(full.scores_, expected, rtol=1e-6)
+    assert_array_equal(full.C_, model.C_)
+    assert_allclose(full.coef_, model.coef_, rtol=1e-6, atol=1e-8)
 
 
 def test_refit_is_each_label_fitted_alone_with_its_C(data):
@@ -81,7 +107,7 @@ def test_scorer_per_label_and_for_all_labels(data):
 
     expected = manual_scores(X, Y, folds, auc)
     model = MultiLabelLogisticCV(Cs=CS, cv=folds, scoring="roc_auc", **TIGHT).fit(X, Y)
-    assert_allclose(model.scores_, expected, rtol=1e-6)
+    assert_path_scores(model.scores_, expected, rtol=1e-6)
     assert_array_equal(model.C_, CS[np.argmax(expected.mean(axis=0), axis=0)])
 
     expected = manual_scores(
@@ -89,9 +115,10 @@ def test_scorer_per_label_and_for_all_labels(data):
     model = MultiLabelLogisticCV(Cs=CS, cv=folds, scoring="f1_micro", per_label=False,
                                  **TIGHT).fit(X, Y)
     assert model.scores_.shape == (3, len(CS))
-    assert_allclose(model.scores_, expected)
+    assert_path_scores(model.scores_, expected)
     assert model.C_ == CS[np.argmax(expected.mean(axis=0))]
-    assert_array_equal(model.coef_, MultiLabelLogistic(C=model.C_, **TIGHT).fit(X, Y).coef_)
+    assert_allclose(model.coef_, MultiLabelLogistic(C=model.C_, **TIGHT).fit(X, Y).coef_,
+                    rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # LogisticRegressionCV's transitions
@@ -127,7 +154,7 @@ def test_sample_weight_in_fits_and_default_score(data):
     expected = manual_scores(X, Y, folds, lambda y, p, _, test: neg_bce(y, p, sw[test]),
                              sample_weight=sw)
     model = MultiLabelLogisticCV(Cs=CS, cv=folds, **TIGHT).fit(X, Y, sample_weight=sw)
-    assert_allclose(model.scores_, expected, rtol=1e-6)
+    assert_path_scores(model.scores_, expected, rtol=1e-6)
 
 
 def test_metadata_routing_to_scorer_and_splitter(data):
@@ -144,10 +171,10 @@ def test_metadata_routing_to_scorer_and_splitter(data):
         scorer = make_scorer(f1_score).set_score_request(sample_weight=True)
         model = MultiLabelLogisticCV(Cs=CS, cv=GroupKFold(3), scoring=scorer, **TIGHT)
         model.fit(X, Y, sample_weight=sw, groups=groups)
-        assert_allclose(model.scores_, expected)
+        assert_path_scores(model.scores_, expected)
         unweighted = make_scorer(f1_score).set_score_request(sample_weight=False)
         model.set_params(scoring=unweighted).fit(X, Y, sample_weight=sw, groups=groups)
-        assert not np.allclose(model.scores_, expected)
+        assert not np.allclose(model.scores_, expected, equal_nan=True)
 
 
 def test_sparse_soft_and_parallel_agree(data):
@@ -156,7 +183,7 @@ def test_sparse_soft_and_parallel_agree(data):
     with parallel_backend("threading"):  # no process start-up in a unit test
         sparse_model = MultiLabelLogisticCV(Cs=CS, cv=3, n_jobs=2, **TIGHT).fit(
             sparse.csr_matrix(X), Y)
-    assert_allclose(sparse_model.scores_, dense.scores_, rtol=1e-6)
+    assert_allclose(sparse_model.scores_, dense.scores_, rtol=1e-6)  # NaN where dense has
     assert_allclose(sparse_model.coef_, dense.coef_, rtol=1e-5, atol=1e-7)
     soft = np.clip(Y * 0.8 + 0.1, 0, 1)
     model = MultiLabelLogisticCV(Cs=CS, cv=3).fit(X, soft)
@@ -199,7 +226,7 @@ def test_labels_constant_in_the_data_or_in_a_fold(data):
     alone = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, :1].repeat(2, axis=1))
     assert_allclose(model.coef_[0], alone.coef_[0], atol=1e-8)
     # A binary target one class of which a training fold lacks.
-    binary = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, 3])
+    binary = MultiLabelLogisticCV(Cs=CS, cv=folds, path_patience=None).fit(X, Y[:, 3])
     assert np.all(np.isfinite(binary.scores_))
     assert abs(binary.predict_proba(X)[:, 1].mean() - 1 / 3) < 0.05
 

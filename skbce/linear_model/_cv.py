@@ -3,11 +3,15 @@
 Design: a fold fits the whole path of ``Cs`` for *all* labels at once, from
 the strongest penalty to the weakest, each fit warm-started from the last --
 the labels' objectives are independent, so one joint fit per ``C`` gives
-every label its own path at the cost of one multi-label fit. The fold then
-scores every label at every ``C``; the choice is made per label from the
-mean over folds. A refit fits each group of labels that chose the same
+every label its own path at the cost of one multi-label fit. The folds walk
+the path in step, one ``C`` at a time: after each ``C`` the mean score over
+the folds tells which labels are past their best, and those leave the
+path (its weakly penalised end is where the fits are slowest: the
+Hessian's conditioning goes with ``C``). The choice is made per label from
+the mean over folds. A refit fits each group of labels that chose the same
 ``C`` (at most ``len(Cs)`` joint fits), which is again exact because the
-labels do not interact.
+labels do not interact, each label starting from the mean of its fold
+solutions at its ``C``.
 """
 
 import warnings
@@ -49,6 +53,10 @@ _SHARED_PARAMS = (
 # carries the penalty of its own C).
 _PATH_SHARED = ("gram", "max_abs", "squares")
 
+# A label leaves the path once its mean score over the folds has fallen at
+# this many consecutive C's (the default of ``path_patience``).
+PATH_PATIENCE = 2
+
 
 def _never(self):
     return False
@@ -70,12 +78,36 @@ class _PathModel(MultiLabelLogistic):
         cache = getattr(problem, "_cache", None)
         if not isinstance(cache, dict):
             return problem
+        # The rows of X: the fold's training indices, which a fold's path
+        # slices X with afresh at each C, else X itself.
+        rows = getattr(self, "_path_rows", None)
+        rows = X if rows is None else rows
         previous = getattr(self, "_path_problem", None)
-        if previous is not None and previous[0] is X and _same_weights(previous[1],
-                                                                        sample_weight):
+        if previous is not None and previous[0] is rows and _same_weights(previous[1],
+                                                                           sample_weight):
             cache.update({key: previous[2][key] for key in _PATH_SHARED if key in previous[2]})
-        self._path_problem = (X, sample_weight, cache)
+        self._path_problem = (rows, sample_weight, cache)
         return problem
+
+    def __getstate__(self):
+        # A fold's model goes to a joblib worker and back at every C: not
+        # with its cache, which holds arrays of the size of X's Gram matrix
+        # and is keyed by identity (useless in another process).
+        state = super().__getstate__()
+        state.pop("_path_problem", None)
+        return state
+
+    def keep_labels(self, rows):
+        """Keep the fitted coefficients of the label rows ``rows``: the next warm start."""
+        self.coef_ = np.ascontiguousarray(self.coef_[rows])
+        self.intercept_ = self.intercept_[rows]
+        self._fitted_shape = self.coef_.shape
+
+    def start_from(self, coef, intercept):
+        """Warm-start the next fit from the given coefficients."""
+        self.coef_ = np.ascontiguousarray(coef)
+        self.intercept_ = np.asarray(intercept)
+        self._fitted_shape = self.coef_.shape
 
 
 def _same_weights(a, b):
@@ -136,46 +168,55 @@ class _LabelOutputs(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _fold_path(model, X, Y, y, sample_weight, train, test, Cs, scoring, per_label,
-               score_params, classes, one_d, keep_coefs):
-    """Fit the path of ``Cs`` (ascending) on one fold and score every step.
+def _fold_step(model, X, Y, y, sample_weight, train, test, C, labels, scoring, per_label,
+               score_params, classes, one_d, threshold):
+    """Fit one fold's model at ``C`` to the label columns ``labels``; score it.
 
-    Returns the scores, of shape (n_Cs, n_labels) with ``per_label`` or
-    (n_Cs,) without, the iterations and the number of labels that did not
-    converge at each ``C``, and the path's coefficients if ``keep_coefs``.
+    ``model`` holds the fold's solution at the previous ``C`` for these
+    labels (its warm start). Returns the fitted model, the held-out scores
+    (one per label of ``labels`` with ``per_label``, else one number), the
+    iterations and the number of labels that did not converge.
     """
     X_train, X_test = _safe_indexing(X, train), _safe_indexing(X, test)
-    Y_train, Y_test = Y[train], Y[test]
+    Y_train, Y_test = Y[train][:, labels], Y[test][:, labels]
     sw_train = None if sample_weight is None else sample_weight[train]
     sw_test = None if sample_weight is None else sample_weight[test]
     score_params = _check_method_params(X, params=score_params, indices=test)
-    n_Cs, n_labels = len(Cs), Y.shape[1]
-    scores = np.empty((n_Cs, n_labels) if per_label else n_Cs)
-    n_iter = np.zeros(n_Cs, dtype=np.int64)
-    n_unconverged = np.zeros(n_Cs, dtype=np.int64)
-    coefs = np.empty((n_Cs, n_labels, X.shape[1])) if keep_coefs else None
-    intercepts = np.empty((n_Cs, n_labels)) if keep_coefs else None
-    for i, C in enumerate(Cs):
-        n_unconverged[i] = _fit_counting_unconverged(
-            model.set_params(C=C), X_train, Y_train, sw_train)
-        n_iter[i] = model.n_iter_
-        logits = np.reshape(model.decision_function(X_test), (len(test), -1))[:, :n_labels]
-        if keep_coefs:
-            coefs[i], intercepts[i] = model.coef_[:n_labels], model.intercept_[:n_labels]
-        if scoring is None:
-            # The negated BCE, weighted as the training objective is.
-            per_label_loss = binary_cross_entropy(
-                Y_test, logits, from_logits=True, sample_weight=sw_test, axis=0)
-            scores[i] = -per_label_loss if per_label else -np.mean(per_label_loss)
-        elif per_label:
-            for j in range(n_labels):
-                outputs = _LabelOutputs(model, X_test, logits, j, classes, model.threshold, one_d)
-                y_j = y[test] if one_d else Y_test[:, j]
-                scores[i, j] = scoring(outputs, X_test, y_j, **score_params)
-        else:
-            outputs = _LabelOutputs(model, X_test, logits, None, classes, model.threshold, one_d)
-            scores[i] = scoring(outputs, X_test, y[test], **score_params)
-    return scores, n_iter, n_unconverged, coefs, intercepts
+    model._path_rows = train  # the same rows at every C: the problem's cache carries over
+    n_unconverged = _fit_counting_unconverged(model.set_params(C=C), X_train, Y_train, sw_train)
+    n_labels = len(labels)
+    logits = np.reshape(model.decision_function(X_test), (len(test), -1))[:, :n_labels]
+    if scoring is None:
+        # The negated BCE, weighted as the training objective is.
+        per_label_loss = binary_cross_entropy(
+            Y_test, logits, from_logits=True, sample_weight=sw_test, axis=0)
+        scores = -per_label_loss if per_label else -np.mean(per_label_loss)
+    elif per_label:
+        scores = np.empty(n_labels)
+        for i, j in enumerate(labels):
+            label_threshold = threshold[j] if np.ndim(threshold) == 1 else threshold
+            outputs = _LabelOutputs(model, X_test, logits, i, classes, label_threshold, one_d)
+            scores[i] = scoring(outputs, X_test, y[test] if one_d else Y_test[:, i],
+                                **score_params)
+    else:
+        outputs = _LabelOutputs(model, X_test, logits, None, classes, threshold, one_d)
+        scores = scoring(outputs, X_test, y[test], **score_params)
+    return model, scores, model.n_iter_, n_unconverged
+
+
+def _past_best(means, step, patience):
+    """Whether each label's mean score fell at each of the last ``patience`` steps.
+
+    ``means`` (n_Cs, n_labels) holds the mean fold scores up to row
+    ``step``. A falling score (a strict decrease, not a plateau; NaN never
+    falls) past the best is the usual shape of a validation curve once the
+    penalty is too weak: the model fits the training rows' noise more and
+    more.
+    """
+    if patience is None or step < patience:
+        return np.zeros(means.shape[1:], dtype=bool)
+    window = means[step - patience:step + 1]
+    return np.all(window[1:] < window[:-1], axis=0)
 
 
 def _fit_labels(model, X, Y, sample_weight):
@@ -218,9 +259,11 @@ def _fit_counting_unconverged(model, X, Y, sample_weight):
 class MultiLabelLogisticCV(MultiLabelLogistic):
     """Multi-label logistic regression with ``C`` chosen per label by cross-validation.
 
-    For every fold, the whole path of ``Cs`` is fitted with warm starts --
-    all labels jointly, one :class:`MultiLabelLogistic` fit per ``C`` -- and
-    every label is scored on the held-out rows at every ``C``. Each label
+    For every fold, the path of ``Cs`` is fitted with warm starts -- all
+    labels jointly, one :class:`MultiLabelLogistic` fit per ``C`` -- and
+    every label is scored on the held-out rows at every ``C``, until its
+    mean score over the folds has clearly passed its best (see
+    ``path_patience``). Each label
     then gets the ``C`` of its best mean score over the folds
     (``per_label=True``), or all labels share the ``C`` of the best mean
     score over labels and folds (``per_label=False``). With ``refit=True``
@@ -265,11 +308,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         label) or all labels share one (``C_`` is a float).
 
     refit : bool, default=True
-        Whether to refit on all the data with the chosen ``C``. If False,
+        Whether to refit on all the data with the chosen ``C`` (each label
+        starting from the mean of its fold solutions there). If False,
         ``coef_`` and ``intercept_`` are the means over the folds of the
-        fold models' coefficients at each label's chosen ``C`` (the path of
-        every fold is then kept until the choice is made: ``n_folds * n_Cs``
-        times the size of ``coef_``).
+        fold models' coefficients at each label's chosen ``C``.
 
     l1_ratio : float in [0, 1], default=0.0
         The elastic-net mixing parameter, see :class:`MultiLabelLogistic`.
@@ -302,16 +344,27 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
     n_jobs : int, default=None
         Number of folds fitted in parallel with joblib (None means 1 unless
         in a :obj:`joblib.parallel_backend` context; -1 means all
-        processors). Each fit's kernels use the threads joblib leaves to
-        its worker; a dask backend spreads the folds over a cluster.
+        processors): the folds' fits at one ``C`` at a time. Each fit's
+        kernels use the threads joblib leaves to its worker; a dask backend
+        spreads the folds over a cluster.
 
     verbose : int, default=0
-        Print one line per fold with ``verbose>=1``; the fits' own progress
+        joblib's progress lines with ``verbose>=1``; the fits' own progress
         with ``verbose>=2``.
 
     random_state : int, RandomState instance or None, default=None
         Seeds ``solver="sgd"``; the folds come from ``cv`` (pass a shuffling
         splitter to shuffle them).
+
+    path_patience : int or None, default=2
+        A label leaves the path once its mean score over the folds has
+        fallen at ``path_patience`` consecutive values of ``C`` (strictly,
+        each below the one before): its score is then past its best, on
+        the falling side of the validation curve where a weaker penalty
+        only fits more of the training rows' noise, and the remaining,
+        weaker penalties -- the slowest fits of the path -- are not fitted
+        for it. With ``per_label=False`` the whole path stops once the mean
+        over the labels has. None fits every ``C`` for every label.
 
     Attributes
     ----------
@@ -324,7 +377,8 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
 
     scores_ : ndarray of shape (n_folds, n_Cs, n_labels) or (n_folds, n_Cs)
         The score of every fold and ``C`` (and label with
-        ``per_label=True``); greater is better.
+        ``per_label=True``); greater is better. NaN at the values of ``C``
+        after a label left the path (see ``path_patience``).
 
     coef_ : ndarray of shape (n_labels, n_features) or (1, n_features)
         Coefficients of the features, one row per label.
@@ -338,7 +392,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
 
     n_iter_ : ndarray of shape (n_folds, n_Cs)
         Iterations of each fold's fit at each ``C`` (the maximum over the
-        labels).
+        labels; 0 once every label has left the path).
 
     refit_n_iter_ : int
         Iterations of the refit (the maximum over its fits); 0 when
@@ -388,6 +442,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         "per_label": ["boolean"],
         "refit": ["boolean"],
         "n_jobs": [Integral, None],
+        "path_patience": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -409,6 +464,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         n_jobs=None,
         verbose=0,
         random_state=None,
+        path_patience=PATH_PATIENCE,
     ):
         self.Cs = Cs
         self.cv = cv
@@ -426,6 +482,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         self.n_jobs = n_jobs
         self.verbose = verbose
         self.random_state = random_state
+        self.path_patience = path_patience
 
     # A CV estimator is fitted in one go, as LogisticRegressionCV is.
     partial_fit = available_if(_never)(MultiLabelLogistic.partial_fit)
@@ -490,38 +547,77 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         Cs = self._candidate_Cs()
         routed = self._routed_params(sample_weight, params)
         folds = list(check_cv(self.cv, y, classifier=True).split(X, y, **routed.splitter.split))
-        scorer = self._scorer()
-        keep_coefs = not self.refit
-        paths = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
-            delayed(_fold_path)(
-                self._model(_PathModel, warm_start=True), X, Y, y, sample_weight, train, test,
-                Cs, scorer, self.per_label, routed.scorer.score, self.classes_, self._one_d,
-                keep_coefs,
-            )
-            for train, test in folds
-        )
-        scores, n_iter, n_unconverged, coefs, intercepts = zip(*paths)
+        path = self._path(X, Y, y, sample_weight, Cs, folds, routed.scorer.score)
         self.Cs_ = Cs
-        self.scores_ = np.stack(scores)
-        self.n_iter_ = np.stack(n_iter)
-        self._warn_unconverged(np.stack(n_unconverged), Y.shape[1])
-
-        best = np.argmax(self.scores_.mean(axis=0), axis=0)
-        n_labels = Y.shape[1]
-        best_per_label = best if self.per_label else np.full(n_labels, best)
-        self.C_ = Cs[best] if self.per_label else float(Cs[best])
+        self.scores_, self.n_iter_ = path.scores, path.n_iter
+        self._warn_unconverged(path.n_unconverged, Y.shape[1])
+        self.C_ = Cs[path.best] if self.per_label else float(Cs[path.best[0]])
         dtype = X.dtype.type
+        # The mean over the folds of each label's solution at its chosen C.
+        coef, intercept = path.coef_sum / len(folds), path.intercept_sum / len(folds)
         if self.refit:
-            self._refit(X, Y, sample_weight, Cs[best_per_label], dtype)
+            self._refit(X, Y, sample_weight, Cs[path.best], coef, intercept, dtype)
         else:
-            labels = np.arange(n_labels)
-            coef = np.mean([c[best_per_label, labels] for c in coefs], axis=0)
-            intercept = np.mean([b[best_per_label, labels] for b in intercepts], axis=0)
             self.coef_ = np.ascontiguousarray(coef, dtype=dtype)
             self.intercept_ = intercept.astype(dtype)
             self.refit_n_iter_ = 0
             self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
         return self
+
+    def _path(self, X, Y, y, sample_weight, Cs, folds, score_params):
+        """Walk the path of ``Cs`` in all folds at once; labels leave it past their best.
+
+        Returns the scores (NaN where a label had left), iterations, the
+        labels that did not converge, each label's best C (its index) and
+        the sums over the folds of its solution there.
+        """
+        scorer = self._scorer()
+        n_folds, n_Cs, (n_labels, n_features) = len(folds), len(Cs), (Y.shape[1], X.shape[1])
+        scores = np.full((n_folds, n_Cs, n_labels) if self.per_label else (n_folds, n_Cs),
+                         np.nan)
+        n_iter = np.zeros((n_folds, n_Cs), dtype=np.int64)
+        n_unconverged = np.zeros((n_folds, n_Cs), dtype=np.int64)
+        best = np.zeros(n_labels, dtype=np.intp)
+        coef_sum = np.zeros((n_labels, n_features))
+        intercept_sum = np.zeros(n_labels)
+        models = [self._model(_PathModel, warm_start=True) for _ in folds]
+        labels = fitted = np.arange(n_labels)  # on the path; held by the fold models
+        with Parallel(n_jobs=self.n_jobs, verbose=self.verbose) as parallel:
+            for step, C in enumerate(Cs):
+                if len(labels) < len(fitted):
+                    rows = np.searchsorted(fitted, labels)
+                    for model in models:
+                        model.keep_labels(rows)
+                results = parallel(
+                    delayed(_fold_step)(
+                        model, X, Y, y, sample_weight, train, test, C, labels, scorer,
+                        self.per_label, score_params, self.classes_, self._one_d,
+                        self.threshold,
+                    )
+                    for model, (train, test) in zip(models, folds)
+                )
+                models = [result[0] for result in results]
+                fitted = labels
+                for fold, (_, fold_scores, iters, unconverged) in enumerate(results):
+                    if self.per_label:
+                        scores[fold, step, labels] = fold_scores
+                    else:
+                        scores[fold, step] = fold_scores
+                    n_iter[fold, step], n_unconverged[fold, step] = iters, unconverged
+                means = scores.mean(axis=0)
+                if not self.per_label:
+                    means = np.repeat(means[:, None], n_labels, axis=1)
+                improved = labels[(step == 0) | (means[step, labels] > means[best[labels], labels])]
+                best[improved] = step
+                rows = np.searchsorted(labels, improved)
+                coef_sum[improved] = sum(m.coef_[:len(labels)][rows] for m in models)
+                intercept_sum[improved] = sum(m.intercept_[:len(labels)][rows] for m in models)
+                labels = labels[~_past_best(means[:step + 1, labels], step,
+                                            self.path_patience)]
+                if not len(labels):
+                    break
+        return Bunch(scores=scores, n_iter=n_iter, n_unconverged=n_unconverged, best=best,
+                     coef_sum=coef_sum, intercept_sum=intercept_sum)
 
     def _warn_unconverged(self, n_unconverged, n_labels):
         if np.any(n_unconverged):
@@ -535,17 +631,23 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 ConvergenceWarning,
             )
 
-    def _refit(self, X, Y, sample_weight, C_per_label, dtype):
-        """Fit each group of labels that chose the same C, on all the data."""
+    def _refit(self, X, Y, sample_weight, C_per_label, coef0, intercept0, dtype):
+        """Fit each group of labels that chose the same C, on all the data.
+
+        Each label starts from ``coef0``, ``intercept0``: the mean of its fold
+        solutions at its C, near the solution on all the data.
+        """
         n_labels = Y.shape[1]
         coef = np.empty((n_labels, X.shape[1]), dtype=dtype)
         intercept = np.empty(n_labels, dtype=dtype)
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         n_iter = n_unconverged = 0
-        model = self._model(_PathModel)  # one model: its fits share X's Gram matrix
+        # One model: its fits share X's Gram matrix.
+        model = self._model(_PathModel, warm_start=True)
         for C in np.unique(C_per_label):
             labels = np.flatnonzero(C_per_label == C)
             model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
+            model.start_from(coef0[labels], intercept0[labels])
             n_unconverged += _fit_counting_unconverged(model, X, Y[:, labels], sample_weight)
             coef[labels] = model.coef_[:len(labels)]
             intercept[labels] = model.intercept_[:len(labels)]
