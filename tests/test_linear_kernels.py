@@ -13,7 +13,13 @@ from numpy.testing import assert_allclose
 from scipy import sparse
 from scipy.special import expit, log_expit
 
-from skbce._kernels import csr_hessp, csr_matmul, csr_matmul_t, logistic_derivatives
+from skbce._kernels import (
+    csr_hessp,
+    csr_matmul,
+    csr_matmul_t,
+    dense_newton_terms,
+    logistic_derivatives,
+)
 
 LABEL_COUNTS = [1, 2, 3, 4, 7, 8, 9, 16, 21]
 
@@ -107,6 +113,67 @@ def test_logistic_derivatives(targets, dtype, shape):
         assert_allclose(out_loss, plain.sum(axis=0), **tolerance(dtype))
 
 
+# Feature counts around the Hessian kernel's tiles (four rows of H, 3 vectors
+# of columns), row counts around its blocks of 64 rows (and two threads).
+@pytest.mark.parametrize("d", [1, 3, 4, 11, 12, 13, 27])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("intercept", [False, True])
+def test_dense_newton_terms(d, k, dtype, intercept):
+    rng = np.random.default_rng(10 * d + k)
+    n = 645
+    X = rng.normal(size=(n, d)).astype(dtype)
+    W = (0.5 * rng.normal(size=(d, k))).astype(dtype)
+    b = rng.normal(size=k).astype(dtype) if intercept else np.empty(0, dtype=dtype)
+    Y = rng.integers(0, 2, size=(n, k)).astype(np.uint8)
+    sw = rng.uniform(size=n).astype(dtype)
+    pw = rng.uniform(0.5, 3, size=k).astype(dtype)
+    smoothing, scale = 0.1, 0.01
+    # The reference: numpy in float64 from the formulas.
+    y = Y * (1 - smoothing) + smoothing / 2
+    z = X.astype(np.float64) @ W + (b if intercept else 0)
+    p = expit(z)
+    w = scale * sw[:, None]
+    loss = (w * -(pw * y * log_expit(z) + (1 - y) * log_expit(-z))).sum(axis=0)
+    g = w * ((1 - y) * p - pw * y * (1 - p))
+    h = w * (pw * y + 1 - y) * p * (1 - p)
+    A = np.hstack([X, np.ones((n, 1), dtype)]) if intercept else X
+    A = A.astype(np.float64)
+    m = A.shape[1]
+    upper = np.triu_indices(m)
+    for n_threads in (1, 2):
+        out_loss = np.full(k, np.nan)
+        grad = np.full((m, k), np.nan)
+        hess = np.full((k, m, m), -7.0, dtype=dtype)
+        dense_newton_terms(X, W, b, Y, sw, pw, 1.0, smoothing, scale, out_loss, grad, hess,
+                           n_threads)
+        assert_allclose(out_loss, loss, **tolerance(dtype))
+        assert_allclose(grad, A.T @ g, **tolerance(dtype))
+        for j in range(k):
+            assert_allclose(hess[j][upper], (A.T @ (h[:, j:j + 1] * A))[upper],
+                            **tolerance(dtype))
+            assert np.all(hess[j][np.tril_indices(m, -1)] == -7.0)  # lower triangle untouched
+
+
+def test_dense_newton_terms_scalar_weights():
+    """No sample weights and a scalar pos_weight: the plain weighted sums."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    W = rng.normal(size=(5, 1))
+    b = np.array([0.3])
+    Y = rng.integers(0, 2, size=(300, 1)).astype(np.float64)
+    empty = np.empty(0)
+    loss, grad, hess = np.empty(1), np.empty((6, 1)), np.zeros((1, 6, 6))
+    dense_newton_terms(X, W, b, Y, empty, empty, 2.0, 0.0, 1.0, loss, grad, hess, 1)
+    z = X @ W + b
+    A = np.hstack([X, np.ones((300, 1))])
+    p = expit(z)
+    assert_allclose(loss, -(2.0 * Y * log_expit(z) + (1 - Y) * log_expit(-z)).sum(axis=0))
+    assert_allclose(grad, A.T @ ((1 - Y) * p - 2.0 * Y * (1 - p)))
+    weights = (2.0 * Y + 1 - Y) * p * (1 - p)
+    assert_allclose(np.triu(hess[0]), np.triu(A.T @ (weights * A)))
+
+
 def test_kernels_reject_inconsistent_shapes():
     X = random_csr(20, 5, seed=0)
     V = np.zeros((5, 3))
@@ -121,6 +188,10 @@ def test_kernels_reject_inconsistent_shapes():
         logistic_derivatives(np.zeros((20, 3), np.uint8), np.zeros((20, 2)), np.empty(0),
                              np.empty(0), 1.0, 0.0, 1.0, np.empty(3), np.empty((0, 0)),
                              np.empty((0, 0)), 1)
+    with pytest.raises(ValueError, match="inconsistent shapes"):  # hess is (k, d, d): no intercept
+        dense_newton_terms(np.zeros((20, 5)), V, np.zeros(3), np.zeros((20, 3), np.uint8),
+                           np.empty(0), np.empty(0), 1.0, 0.0, 1.0, np.empty(3),
+                           np.empty((6, 3)), np.empty((3, 5, 5)), 1)
 
 
 def test_malformed_sparse_matrix_is_a_value_error():
