@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.fixes import parse_version
 
 from skbce import MultiLabelLogistic, bce_scorer, binary_cross_entropy
+from skbce.linear_model import _problem
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,20 @@ def test_newton_cholesky_with_weights_matches_logistic_regression(multilabel):
     model = MultiLabelLogistic(C=np.inf, solver="newton-cholesky", tol=1e-8).fit(tall, y)
     lr = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(tall, y)
     assert_allclose(model.predict_proba(tall), lr.predict_proba(tall), atol=1e-6)
+
+
+def test_newton_cholesky_reads_any_memory_layout(multilabel, monkeypatch):
+    """Fortran-ordered and strided X (read in C-ordered copies of blocks) fit the same."""
+    monkeypatch.setattr(_problem, "NEWTON_COPY_BYTES", 2**14)  # several blocks
+    X, Y = multilabel
+    rng = np.random.default_rng(4)
+    tall = np.repeat(X, 60, axis=0) + 0.1 * rng.normal(size=(60 * len(X), X.shape[1]))
+    y = np.repeat(Y[:, 2], 60)
+    reference = MultiLabelLogistic(solver="newton-cholesky", tol=1e-8).fit(tall, y)
+    wide = np.hstack([tall, tall])
+    for layout in (np.asfortranarray(tall), wide[:, :tall.shape[1]]):
+        model = MultiLabelLogistic(solver="newton-cholesky", tol=1e-8).fit(layout, y)
+        assert_allclose(model.coef_, reference.coef_, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton-cg", "newton-cholesky"])

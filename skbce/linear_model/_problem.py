@@ -43,6 +43,7 @@ from skbce._kernels import (
     csr_hessp,
     csr_matmul,
     csr_matmul_t,
+    dense_newton_terms,
     logistic_derivatives,
     max_abs,
 )
@@ -57,6 +58,8 @@ DENSE_BLOCK_WORK = 1_000_000
 # accumulator has DENSE_WIDE_ACCUMULATOR entries or more (256 KiB in float32).
 DENSE_WIDE_ACCUMULATOR = 2**16
 DENSE_WIDE_ROWS = 2048
+# newton_terms copies a dense X that is not C-ordered in blocks of this size.
+NEWTON_COPY_BYTES = 2**22
 # newton-cg's conjugate gradient runs in float32 on a float64 problem
 # (LinearBCE.mixed_precision_cg) when its products are this large.
 MIXED_PRECISION_CG = True
@@ -498,50 +501,42 @@ class LinearBCE:
 
         With respect to ``(w_j, b_j)`` (the intercept last, when fitted):
         ``loss`` (k,), ``grad`` (m, k) and ``hess`` (k, m, m), upper
-        triangles, ``m = n_features + fit_intercept``. One pass over a dense
-        ``X`` in blocks of rows that stay in cache: the logits, their
-        derivatives, and the products ``X_b.T @ G_b`` and ``A.T @ A`` with
-        ``A = sqrt(D_j) [X_b, 1]`` (BLAS syrk) of each block. For few labels
-        and features, where this costs ``k n m^2 / 2`` multiply-adds against
-        the conjugate gradient's ``2 k n m`` per inner iteration over
+        triangles, ``m = n_features + fit_intercept``. One sweep over a dense
+        ``X`` (:func:`skbce._linear_kernels.dense_newton_terms`: each block of
+        rows gives its logits, their derivatives, and its share of the
+        gradient and of every label's Hessian while it is in cache). For few
+        labels and features, where this costs ``k n m^2 / 2`` multiply-adds
+        against the conjugate gradient's ``2 k n m`` per inner iteration over
         memory-bound matrix-vector products.
         """
         if self._csr is not None:
             raise ValueError("newton_terms needs a dense X.")
-        W = np.asarray(W, dtype=self.dtype)
+        W = np.ascontiguousarray(W, dtype=self.dtype)
         k, d = W.shape[1], self.n_features
         m = d + 1 if self.fit_intercept else d
-        loss = np.zeros(k)
-        grad = np.zeros((m, k))
-        hess = [np.zeros((m, m), dtype=self.dtype, order="F") for _ in range(k)]
-        syrk = blas.dsyrk if self.dtype == np.float64 else blas.ssyrk
-        step = max(64, 2**20 // (m * self.dtype.itemsize))  # rows per block: 1 MiB
-        A = np.empty((step, m), dtype=self.dtype)
-        if self.fit_intercept:
-            A[:, d] = 1
-        for start in range(0, self.n_samples, step):
-            rows = slice(start, min(start + step, self.n_samples))
-            Xb = self.X[rows]
-            Z = Xb @ W
-            if self.fit_intercept:
-                Z += b
-            part, G, D = self.loss_grad_logits(np.ascontiguousarray(Z), want_hess=True,
-                                               rows=rows)
-            loss += part
-            grad[:d] += Xb.T @ G
-            if self.fit_intercept:
-                grad[d] += G.sum(axis=0)
-            Ab = A[:Xb.shape[0]]
-            for j in range(k):
-                root = np.sqrt(D[:, j])
-                np.multiply(Xb, root[:, None], out=Ab[:, :d])
-                if self.fit_intercept:
-                    Ab[:, d] = root
-                # A C-ordered block is the F-ordered transpose: syrk of A.T
-                # (no trans) is A.T @ A, without a copy.
-                hess[j] = syrk(1.0, Ab.T, beta=1.0, c=hess[j], trans=0, lower=0,
-                               overwrite_c=1)
-        return loss, grad, np.stack(hess) if k else np.zeros((0, m, m))
+        b = np.ascontiguousarray(b, dtype=self.dtype) if self.fit_intercept else self._empty
+        pw = self._empty if self.pw is None else self.pw
+        scale = 1.0 / self.n_samples if self.sw is None else 1.0
+        loss, grad = np.zeros(k), np.zeros((m, k))
+        hess = np.zeros((k, m, m), dtype=self.dtype)
+        if self.X.flags.c_contiguous:
+            blocks = [slice(0, self.n_samples)]
+        else:
+            # The kernel reads C-ordered rows: copies of blocks of another layout.
+            step = max(64, NEWTON_COPY_BYTES // max(1, d * self.dtype.itemsize))
+            blocks = [slice(i, i + step) for i in range(0, self.n_samples, step)]
+        part_loss, part_grad = np.empty(k), np.empty((m, k))
+        part_hess = hess if len(blocks) == 1 else np.zeros_like(hess)
+        for rows in blocks:
+            sw = self._empty if self.sw is None else self.sw[rows]
+            dense_newton_terms(np.ascontiguousarray(self.X[rows]), W, b, self.Y[rows], sw, pw,
+                               self.pw_scalar, self.label_smoothing, scale, part_loss,
+                               part_grad, part_hess, self.n_threads)
+            loss += part_loss
+            grad += part_grad
+            if part_hess is not hess:
+                hess += part_hess
+        return loss, grad, hess
 
     def penalty(self, W, smooth_only=False):
         value = 0.5 * self.alpha * np.einsum("ij,ij->j", W, W, dtype=np.float64)
