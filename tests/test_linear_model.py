@@ -735,6 +735,32 @@ def test_multilabel_outputs(multilabel):
     assert 0 <= model.score(X, Y) <= 1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_proba_is_the_log_of_proba_as_rounded(dtype):
+    # Large logits: float32 rounds probabilities within 6e-8 of 1 to 1, and
+    # the log-probability must then be 0 (scikit-learn's check_classifiers_train
+    # compares it with np.log(predict_proba)); where the probability
+    # underflows, the exact log-sigmoid is finite.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 3))
+    Y = (X[:, :2] > 0).astype(int)
+    model = MultiLabelLogistic(C=1e4).fit(X.astype(dtype), Y)
+    X_far = (np.vstack([X, 30 * X, 3000 * X])).astype(dtype)
+    proba, log_proba = model.predict_proba(X_far), model.predict_log_proba(X_far)
+    assert log_proba.dtype == dtype
+    assert np.any(proba == 1) and np.any(proba == 0)
+    normal = proba >= np.finfo(dtype).tiny
+    assert_array_equal(log_proba[normal], np.log(proba[normal]))
+    scores = model.decision_function(X_far).astype(np.float64)
+    exact = -np.logaddexp(0, -scores)
+    assert_allclose(log_proba[~normal], exact[~normal], rtol=1e-6)
+    assert np.all(np.isfinite(log_proba))
+    binary = MultiLabelLogistic(C=1.0).fit(X.astype(dtype), Y[:, 0])
+    proba = binary.predict_proba(X_far)
+    normal = proba >= np.finfo(dtype).tiny
+    assert_array_equal(binary.predict_log_proba(X_far)[normal], np.log(proba[normal]))
+
+
 def test_many_labels_sparse_match_logistic_regression():
     """Twenty labels: the conjugate gradient drops converged labels from its
     arrays (three register tiles down to two or one) and still reaches each

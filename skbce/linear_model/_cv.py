@@ -9,9 +9,9 @@ the folds tells which labels are past their best, and those leave the
 path (its weakly penalised end is where the fits are slowest: the
 Hessian's conditioning goes with ``C``). The choice is made per label from
 the mean over folds. A refit fits each group of labels that chose the same
-``C`` (at most ``len(Cs)`` joint fits), which is again exact because the
-labels do not interact, each label starting from the mean of its fold
-solutions at its ``C``.
+``C`` (at most ``len(Cs)`` joint fits, in increasing order of ``C``, each
+warm-started from the last), which is again exact because the labels do
+not interact.
 """
 
 import warnings
@@ -101,12 +101,6 @@ class _PathModel(MultiLabelLogistic):
         """Keep the fitted coefficients of the label rows ``rows``: the next warm start."""
         self.coef_ = np.ascontiguousarray(self.coef_[rows])
         self.intercept_ = self.intercept_[rows]
-        self._fitted_shape = self.coef_.shape
-
-    def start_from(self, coef, intercept):
-        """Warm-start the next fit from the given coefficients."""
-        self.coef_ = np.ascontiguousarray(coef)
-        self.intercept_ = np.asarray(intercept)
         self._fitted_shape = self.coef_.shape
 
 
@@ -308,8 +302,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         label) or all labels share one (``C_`` is a float).
 
     refit : bool, default=True
-        Whether to refit on all the data with the chosen ``C`` (each label
-        starting from the mean of its fold solutions there). If False,
+        Whether to refit on all the data with the chosen ``C``. If False,
         ``coef_`` and ``intercept_`` are the means over the folds of the
         fold models' coefficients at each label's chosen ``C``.
 
@@ -553,13 +546,12 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         self._warn_unconverged(path.n_unconverged, Y.shape[1])
         self.C_ = Cs[path.best] if self.per_label else float(Cs[path.best[0]])
         dtype = X.dtype.type
-        # The mean over the folds of each label's solution at its chosen C.
-        coef, intercept = path.coef_sum / len(folds), path.intercept_sum / len(folds)
         if self.refit:
-            self._refit(X, Y, sample_weight, Cs[path.best], coef, intercept, dtype)
+            self._refit(X, Y, sample_weight, Cs[path.best], dtype)
         else:
-            self.coef_ = np.ascontiguousarray(coef, dtype=dtype)
-            self.intercept_ = intercept.astype(dtype)
+            # The mean over the folds of each label's solution at its chosen C.
+            self.coef_ = np.ascontiguousarray(path.coef_sum / len(folds), dtype=dtype)
+            self.intercept_ = (path.intercept_sum / len(folds)).astype(dtype)
             self.refit_n_iter_ = 0
             self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
         return self
@@ -631,33 +623,43 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 ConvergenceWarning,
             )
 
-    def _refit(self, X, Y, sample_weight, C_per_label, coef0, intercept0, dtype):
-        """Fit each group of labels that chose the same C, on all the data.
+    def _refit(self, X, Y, sample_weight, C_per_label, dtype):
+        """Fit every label on all the data with its C: a path over the chosen C's.
 
-        Each label starts from ``coef0``, ``intercept0``: the mean of its fold
-        solutions at its C, near the solution on all the data.
+        The first (smallest) chosen C is fitted for all labels from the
+        intercept-only start; each next one, warm, for the labels that chose
+        it or a larger C. The result depends on the data and ``C_`` alone:
+        not on the folds (whose solutions carry their own rounding, and would
+        make equivalent weightings of the data refit differently), only on
+        which other labels shared a fit, within ``tol``.
         """
         n_labels = Y.shape[1]
         coef = np.empty((n_labels, X.shape[1]), dtype=dtype)
         intercept = np.empty(n_labels, dtype=dtype)
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         n_iter = n_unconverged = 0
-        # One model: its fits share X's Gram matrix.
+        # One model: its fits share X's Gram matrix and warm-start each other.
         model = self._model(_PathModel, warm_start=True)
+        held = None
         for C in np.unique(C_per_label):
-            labels = np.flatnonzero(C_per_label == C)
+            labels = np.flatnonzero(C_per_label >= C)
+            if held is not None:
+                model.keep_labels(np.searchsorted(held, labels))
             model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
-            model.start_from(coef0[labels], intercept0[labels])
-            n_unconverged += _fit_counting_unconverged(model, X, Y[:, labels], sample_weight)
-            coef[labels] = model.coef_[:len(labels)]
-            intercept[labels] = model.intercept_[:len(labels)]
+            n_unconverged = max(n_unconverged,
+                                _fit_counting_unconverged(model, X, Y[:, labels], sample_weight))
+            held = labels
+            done = C_per_label[labels] == C
+            coef[labels[done]] = model.coef_[:len(labels)][done]
+            intercept[labels[done]] = model.intercept_[:len(labels)][done]
             n_iter = max(n_iter, model.n_iter_)
             self.solver_ = model.solver_
         if n_unconverged:
             warnings.warn(
-                f"MultiLabelLogisticCV: the refit did not converge for {n_unconverged} of "
-                f"{n_labels} label(s) within max_iter={self.max_iter} iterations. Increase "
-                "max_iter, or scale the data (e.g. with StandardScaler).",
+                f"MultiLabelLogisticCV: the refit did not converge within max_iter="
+                f"{self.max_iter} iterations (at worst for {n_unconverged} of the labels "
+                "of one of its fits). Increase max_iter, or scale the data (e.g. with "
+                "StandardScaler).",
                 ConvergenceWarning,
             )
         self.coef_, self.intercept_ = coef, intercept

@@ -765,7 +765,14 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         return expit(scores)
 
     def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`, computed without underflow.
+        """Logarithm of :meth:`predict_proba`, finite where it underflows to 0.
+
+        The logarithm of the probability as :meth:`predict_proba` rounds it,
+        so that the two agree in every precision: in float32 a probability
+        within 6e-8 of 1 is 1, and its logarithm 0 (not the exact -3e-8),
+        and equal probabilities have equal logarithms. Below the smallest
+        normal number, where the probability has lost its digits or is 0,
+        the exact ``log(expit(score))`` is given instead.
 
         Parameters
         ----------
@@ -781,8 +788,13 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             return self._blockwise(self.predict_log_proba, X)
         scores = self.decision_function(X)
         if self._one_d:
-            return np.column_stack([log_expit(-scores), log_expit(scores)])
-        return log_expit(scores)
+            scores = np.column_stack([-scores, scores])
+        proba = expit(scores)
+        tiny = proba < np.finfo(proba.dtype).tiny
+        with np.errstate(divide="ignore"):
+            log_proba = np.log(proba)
+        log_proba[tiny] = log_expit(scores[tiny])
+        return log_proba
 
     def _blockwise(self, method, X):
         """``method`` on each block of rows of a dask array ``X``: a lazy dask array."""
