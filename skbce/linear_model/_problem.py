@@ -94,7 +94,6 @@ class LinearBCE:
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,
                  n_threads=1, label_smoothing=0.0, product_threads=None):
         self.X = X
-        self.XT = X.T
         self.dtype = np.dtype(X.dtype)
         # Targets stay as stored -- uint8 for hard labels, floats for soft
         # ones -- and the loss kernel reads them so: no float copy of Y.
@@ -133,6 +132,39 @@ class LinearBCE:
         # computed once and shared with the subproblems of label blocks.
         self._cache = {}
         self.set_active(np.arange(self.n_labels))
+
+    @property
+    def XT(self):
+        """``X.T``, made when used. A sparse ``X``'s transpose can copy it:
+        scipy prunes arrays that are views of a larger buffer, as those of a
+        matrix received from a dask worker are."""
+        return self.X.T
+
+    def row_block(self, rows):
+        """This problem on the rows ``rows`` (a slice): views of its arrays, no copies.
+
+        Its loss and derivatives are those rows' shares of this problem's (the
+        weights are not renormalised): for working through a large problem
+        in blocks of rows whose temporaries stay small.
+        """
+        start, stop, _ = rows.indices(self.n_samples)
+        block = copy.copy(self)
+        block.n_samples = stop - start
+        if self._csr is not None:
+            indptr, indices, data = self._csr
+            # The kernels read row i at indptr[i]:indptr[i + 1] of the whole
+            # arrays: a slice of indptr is the block.
+            block._csr = (indptr[start:stop + 1], indices, data)
+            block.X = None
+        else:
+            block.X = self.X[start:stop]
+        block.Y_all = self.Y_all[start:stop]
+        block.Y = self.Y[start:stop]
+        # An unweighted loss is scaled by 1 / n_samples: the whole problem's
+        # scale, as explicit weights.
+        block.sw = (np.full(block.n_samples, 1.0 / self.n_samples, dtype=self.dtype)
+                    if self.sw is None else self.sw[start:stop])
+        return block
 
     def targets(self, rows=None, labels=None):
         """Float targets of ``rows`` x ``labels`` (None: all), label smoothing applied.
@@ -280,7 +312,6 @@ class LinearBCE:
             low._empty2 = np.empty((0, 0), dtype=np.float32)
             if not sparse.issparse(self.X):
                 low.X = self.X.astype(np.float32)
-                low.XT = low.X.T
             self._cache["low"] = low
         return self._cache["low"]
 
@@ -310,7 +341,8 @@ class LinearBCE:
         """A per-sample array (logits, their derivatives) in the kernels' layout.
 
         The solvers hold such arrays only through this problem: a distributed
-        one keeps them on its workers (:mod:`skbce.linear_model._dask_problem`).
+        one holds logits as their coefficients and the curvature on its
+        workers (:mod:`skbce.linear_model._dask_problem`).
         """
         return np.ascontiguousarray(Z)
 
