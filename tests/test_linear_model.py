@@ -208,6 +208,48 @@ def test_gd_loss_curve_decreases_and_converged_labels_stop(multilabel):
     assert result.converged.all()
 
 
+class _DataHidden:
+    """A problem whose data (X, its CSR arrays, targets, sample weights) cannot be read."""
+
+    HIDDEN = {"X", "XT", "_csr", "Y", "Y_all", "sw"}
+
+    def __init__(self, problem):
+        self._problem = problem
+
+    def __getattr__(self, name):
+        if name in self.HIDDEN:
+            raise AttributeError(f"a solver read problem.{name}: not the problem interface")
+        return getattr(self._problem, name)
+
+
+@pytest.mark.parametrize("solver", ["gd", "lbfgs", "newton-cg", "newton-cholesky", "sgd"])
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
+def test_solvers_reach_the_data_only_through_the_problem(multilabel, solver, container):
+    """Every solver runs on the problem's methods alone (in memory or dask behind them)."""
+    from skbce.linear_model import _gd, _lbfgs, _newton_cg, _newton_cholesky, _sgd
+
+    if solver == "newton-cholesky" and container is not np.asarray:
+        pytest.skip("newton-cholesky needs a dense X")
+    X, Y = multilabel
+    sw = np.random.default_rng(0).uniform(0.5, 2, size=len(X))
+
+    def run(problem):
+        W0, b0 = np.zeros((4, 12)), np.zeros(4)
+        if solver == "sgd":
+            return _sgd.sgd(problem, W0, b0, max_iter=5, rng=np.random.default_rng(0))[0]
+        fit = {"gd": _gd.gradient_descent, "lbfgs": _lbfgs.lbfgs,
+               "newton-cg": _newton_cg.newton_cg,
+               "newton-cholesky": _newton_cholesky.newton_cholesky}[solver]
+        return fit(problem, W0, b0, max_iter=5)
+
+    def problem():
+        return _problem.LinearBCE(container(X), Y, sw, None, 1 / 300, 0.0, True)
+
+    hidden, plain = run(_DataHidden(problem())), run(problem())
+    assert_array_equal(hidden.coef, plain.coef)
+    assert_array_equal(hidden.intercept, plain.intercept)
+
+
 def test_newton_cg_label_pool_gives_the_same_solution(multilabel):
     """A pool of two labels at a time (labels join as others converge)."""
     from skbce.linear_model import _newton_cg, _problem

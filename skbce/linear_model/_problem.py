@@ -40,6 +40,7 @@ from sklearn import get_config
 from sklearn.utils.extmath import safe_sparse_dot
 
 from skbce._kernels import (
+    bce_pass,
     csr_hessp,
     csr_matmul,
     csr_matmul_t,
@@ -464,6 +465,40 @@ class LinearBCE:
             # blocks 6.5 s, 256 rows 1.5 s, 1024 rows 0.82 s, 4096 0.72 s.
             step = max(step, DENSE_WIDE_ROWS)
         return [slice(start, start + step) for start in range(0, self.n_samples, step)]
+
+    def batch_gradient(self, rows, W, b):
+        """Gradient of the mean loss over the samples ``rows`` (sorted), wrt ``(W, b)``.
+
+        For SGD's mini-batches: ``(gW, gb)`` of shapes (n_features, n_labels)
+        and (n_labels,), the data term only, its sample weights normalised
+        over the batch; None for a batch of zero weight.
+        """
+        dtype = self.dtype
+        Xb = self.X[rows]
+        Z = np.ascontiguousarray(safe_sparse_dot(Xb, W, dense_output=True), dtype=dtype)
+        if self.fit_intercept:
+            Z += b
+        if self.sw is None:
+            sw, scale = self._empty, 1.0 / len(rows)
+        else:
+            sw = self.sw[rows]
+            total = float(sw.sum())
+            if total <= 0:
+                return None
+            sw, scale = sw / dtype.type(total), 1.0
+        G = np.empty_like(Z)
+        pw = self._empty if self.pw_all is None else self.pw_all
+        bce_pass(self.targets(rows=rows), Z, sw, self._empty, pw, self.pw_scalar, True, 0.0,
+                 self._empty2, G, scale, 1)
+        gW = np.asarray(safe_sparse_dot(Xb.T, G, dense_output=True))
+        return gW, G.sum(axis=0)
+
+    def squared_row_norms(self, feature_weights):
+        """``sum_k feature_weights_k x_ik^2`` of every sample, float64: SGD's step bound."""
+        X = self.X
+        if sparse.issparse(X):
+            return np.asarray(X.multiply(X) @ feature_weights).ravel()
+        return np.einsum("ij,ij,j->i", X, X, feature_weights, dtype=np.float64)
 
     def squared_column_means(self):
         """``sum_i s_i x_ik^2`` (``s``: the normalised sample weights), float64, cached."""

@@ -4,10 +4,7 @@
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from sklearn.utils.extmath import safe_sparse_dot
 
-from skbce._kernels import bce_pass
 from skbce.linear_model._solver_base import SolverResult, _Progress, _soft_threshold
 
 __all__ = ["SGDState", "sgd", "sgd_epoch"]
@@ -52,12 +49,8 @@ def sgd_step_size(problem, batch_size, precond=None):
     With ``precond`` (per-feature step factors), the bound of the
     preconditioned problem.
     """
-    X = problem.X
     P = np.ones(problem.n_features) if precond is None else np.asarray(precond, np.float64)
-    if sparse.issparse(X):
-        sq = np.asarray(X.multiply(X) @ P).ravel()
-    else:
-        sq = np.einsum("ij,ij,j->i", X, X, P, dtype=np.float64)
+    sq = problem.squared_row_norms(P)
     if problem.fit_intercept:
         sq = sq + 1.0
     pw_max = max(problem.pw_scalar, 1.0) if problem.pw_all is None else max(
@@ -79,39 +72,20 @@ def sgd_epoch(problem, W, b, state, *, batch_size, learning_rate, rng, decay_eve
     far less noisy than the last iterate, and lags it by half a pass only.
     """
     n = problem.n_samples
-    X = problem.X
     dtype = problem.dtype
     order = rng.permutation(n)
     state.n_avg = 0  # average the iterates of this pass only
-    sw_all = problem.sw
-    fit_b = problem.fit_intercept
     for start in range(0, n, batch_size):
         rows = np.sort(order[start:start + batch_size])
-        Xb = X[rows]
-        Yb = problem.targets(rows=rows)
-        Zb = np.ascontiguousarray(safe_sparse_dot(Xb, W, dense_output=True), dtype=dtype)
-        if fit_b:
-            Zb += b
-        Gb = np.empty_like(Zb)
-        if sw_all is None:
-            sw = np.empty(0, dtype=dtype)
-            scale = 1.0 / len(rows)
-        else:
-            sw = np.ascontiguousarray(sw_all[rows])
-            total = float(sw.sum())
-            if total <= 0:
-                continue
-            sw = sw / dtype.type(total)
-            scale = 1.0
-        pw = np.empty(0, dtype=dtype) if problem.pw_all is None else problem.pw_all
-        bce_pass(Yb, Zb, sw, np.empty(0, dtype=dtype), pw, problem.pw_scalar, True, 0.0,
-                 np.empty((0, 0), dtype=dtype), Gb, scale, 1)
+        grads = problem.batch_gradient(rows, W, b)
+        if grads is None:  # a batch of zero weight
+            continue
+        gW, gb = grads
         if learning_rate == "auto":
             eta = state.step0 / np.sqrt(1.0 + state.t / decay_every)
         else:
             eta = float(learning_rate) / np.sqrt(1.0 + state.t / decay_every)
         eta = dtype.type(eta)
-        gW = np.asarray(safe_sparse_dot(Xb.T, Gb, dense_output=True))
         if problem.alpha > 0:
             gW += problem.alpha * W
         if state.precond is not None:
@@ -122,8 +96,8 @@ def sgd_epoch(problem, W, b, state, *, batch_size, learning_rate, rng, decay_eve
             if state.precond is not None:
                 threshold = threshold * state.precond[:, None]
             W[...] = _soft_threshold(W, threshold)
-        if fit_b:
-            b -= eta * Gb.sum(axis=0)
+        if problem.fit_intercept:
+            b -= eta * gb
         state.t += len(rows)
         if state.t >= state.avg_start:
             if state.n_avg == 0:
