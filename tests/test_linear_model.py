@@ -143,7 +143,8 @@ def test_auto_solver_choice(multilabel):
     # One label, dense, few features: Newton with the exact Hessian.
     assert MultiLabelLogistic().fit(X, Y[:, 0]).solver_ == "newton-cholesky"
     assert MultiLabelLogistic().fit(sparse.csr_matrix(X), Y[:, 0]).solver_ == "newton-cg"
-    wide = np.hstack([X] * 20)  # 240 features
+    assert MultiLabelLogistic().fit(np.hstack([X] * 5), Y[:, 0]).solver_ == "newton-cholesky"
+    wide = np.hstack([X] * 6)  # 72 features: above _EXACT_NEWTON_MAX_FEATURES
     assert MultiLabelLogistic().fit(wide, Y[:, 0]).solver_ == "newton-cg"
 
 

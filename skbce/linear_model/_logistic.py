@@ -124,7 +124,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         - ``"sgd"``: mini-batch stochastic gradient descent with a decaying
           step; the solver :meth:`partial_fit` always uses.
         - ``"auto"``: for ``l1_ratio=0``, ``"newton-cholesky"`` for one
-          label (a 1-D target) on a dense ``X`` with at most 200 features,
+          label (a 1-D target) on a dense ``X`` with at most 64 features,
           else ``"newton-cg"``; ``"gd"`` for ``l1_ratio > 0``.
 
     max_iter : int, default=1000
