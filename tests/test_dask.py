@@ -359,6 +359,92 @@ def test_fit_on_dask_rejects_what_cannot_be_lined_up(client, fit_data):
         MultiLabelLogistic().fit(da.from_array(nan, chunks=300), Y)
 
 
+# -- the distributed problem's pieces, in one process ---------------------------
+
+
+def test_affine_logits_do_the_arithmetic_of_their_values():
+    from skbce.linear_model._dask_problem import AffineLogits
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 5))
+
+    def logits(k):
+        return AffineLogits(rng.normal(size=(5, k)), rng.normal(size=k), 30)
+
+    def value(Z):
+        return X @ Z.A + Z.c
+
+    Z1, Z2, t = logits(4), logits(4), rng.uniform(0.5, 2.0, size=4)
+    v1, v2 = value(Z1), value(Z2)
+    for got, expected in [(Z1 + Z2, v1 + v2), (Z1 - Z2, v1 - v2), (t * Z1, t * v1),
+                          (Z1 * t, v1 * t), (-Z1, -v1), (Z1 + t, v1 + t), (Z1 / t, v1 / t),
+                          (Z1[:, [3, 1]], v1[:, [3, 1]]),
+                          (np.concatenate([Z1, Z2[:, :2]], axis=1),
+                           np.concatenate([v1, v2[:, :2]], axis=1))]:
+        np.testing.assert_allclose(value(got), expected, rtol=1e-12, atol=1e-12)
+    # In-place forms change the object, never a copy of it or shared arrays.
+    kept = Z1.copy()
+    Z1 += Z2
+    np.subtract(Z1, Z2, out=Z1)
+    np.testing.assert_allclose(value(Z1), v1, rtol=1e-12, atol=1e-12)
+    mask = np.array([True, False, True, False])
+    np.copyto(Z1, Z2, where=mask)
+    Z1[:, [1]] = Z2[:, [1]]
+    np.testing.assert_allclose(value(Z1), np.where([True, True, True, False], v2, v1),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(value(kept), v1)
+    Z3 = np.empty_like(Z1)
+    Z3[...] = t
+    np.testing.assert_array_equal(value(Z3), np.broadcast_to(t, (30, 4)))
+    with pytest.raises(TypeError, match="not affine"):
+        Z1 * Z2
+    with pytest.raises(TypeError, match="not converted to a numpy array"):
+        np.asarray(Z1)
+
+
+@pytest.mark.parametrize("chunk_kind", ["dense", "unaligned", "sparse"])
+def test_a_chunk_swept_in_row_blocks_gives_the_whole_chunk_results(monkeypatch, chunk_kind):
+    from skbce.linear_model import _dask_problem
+
+    rng = np.random.default_rng(4)
+    n, d, k = 1000, 7, 5
+    X = rng.normal(size=(n, d))
+    if chunk_kind == "sparse":
+        X = sparse.csr_matrix(np.where(rng.uniform(size=X.shape) < 0.3, X, 0))
+    elif chunk_kind == "unaligned":
+        # As an array received from another process may be: not at a multiple of 8 bytes.
+        unaligned = np.empty(X.nbytes + 1, dtype=np.uint8)[1:].view(np.float64).reshape(n, d)
+        unaligned[...] = X
+        X = unaligned
+        assert not X.flags.aligned
+    Y = (rng.uniform(size=(n, k)) < 0.4).astype(np.uint8)
+    problem = _dask_problem._chunk_problem(X, Y, rng.uniform(0.5, 2, size=n), 3.0 * n,
+                                           rng.uniform(0.5, 2, size=k), True, 0.1)
+    problem.set_active(np.array([4, 0, 2, 3]))
+    cols = np.array([0, 2, 3])
+    A, c = rng.normal(size=(d, 3)) * 0.3, rng.normal(size=3)
+    # Whole-chunk reference: the in-memory problem's own methods.
+    loss, G, H = problem.loss_grad_logits(problem.linear(A, c), want_hess=True, cols=cols)
+    expected = (loss, problem.backward(G), G.sum(axis=0), H.sum(axis=0))
+    V, vb = rng.normal(size=(d, 3)), rng.normal(size=3)
+    expected_hessp = problem.hessp(V, vb, H)
+
+    monkeypatch.setattr(_dask_problem, "_SWEEP_BLOCK_BYTES", 3 * 256 * 8)  # 4 blocks
+    assert len(list(_dask_problem._row_blocks(problem, 3))) == 4
+    spare = np.empty((n, 4))
+    sums, swept = _dask_problem._sweep(problem, A, c, cols, True, True, np.dtype(np.float64),
+                                       spare)
+    for got, want in zip(sums, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(swept, H, rtol=1e-12, atol=1e-15)
+    assert np.shares_memory(swept, spare)  # written into the memory of the old weights
+    # The curvature of all four active labels, of which the product reads three.
+    wide = np.empty((n, 4))
+    wide[:, [0, 2, 3]], wide[:, 1] = H, 7.0
+    for got, want in zip(_dask_problem._hessp(problem, V, vb, cols, wide), expected_hessp):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
 # -- the user guide's scale-out page ----------------------------------------
 
 
