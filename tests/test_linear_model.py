@@ -251,6 +251,49 @@ def test_solvers_reach_the_data_only_through_the_problem(multilabel, solver, con
     assert_array_equal(hidden.intercept, plain.intercept)
 
 
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
+def test_nonzero_weights(container):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(150, 7)) * (rng.uniform(size=(150, 7)) < 0.3)
+    X[:, 4] = 0  # a feature never seen
+    sw = rng.uniform(0.1, 2, size=150)
+    problem = _problem.LinearBCE(container(X), np.zeros((150, 2)), sw, None, 0.0, 0.0, True)
+    assert_allclose(problem.nonzero_weights(), (X != 0).T @ (sw / sw.sum()))
+
+
+def test_newton_cg_diagonal_preconditioner_for_features_of_spread_scales(monkeypatch):
+    """Sparse features of scales spread over 1e4: the whole Hessian diagonal as the
+    preconditioner takes fewer conjugate gradient steps than the 1:99 mix with
+    the identity, to the same solution."""
+    from skbce.linear_model import _newton_cg
+
+    rng = np.random.default_rng(7)
+    X = sparse.random(600, 300, density=0.05, format="csr", random_state=7)
+    X.data[:] = 1.0
+    X = sparse.csr_matrix(X @ sparse.diags(10.0 ** rng.uniform(-2, 2, size=300)))
+    Y = (rng.uniform(size=(600, 8)) < 0.3).astype(int)
+    problem = _problem.LinearBCE(X, Y, None, None, 0.0, 0.0, True)
+    assert not _newton_cg._feature_scales_alike(problem)
+    binary = _problem.LinearBCE((X != 0).astype(float), Y, None, None, 0.0, 0.0, True)
+    assert _newton_cg._feature_scales_alike(binary)
+    products = []
+    pcg = _newton_cg._pcg
+
+    def counting(*args):
+        PW, Pb, n = pcg(*args)
+        products.append(n)
+        return PW, Pb, n
+
+    monkeypatch.setattr(_newton_cg, "_pcg", counting)
+    diagonal = MultiLabelLogistic(C=10.0, tol=1e-8, solver="newton-cg").fit(X, Y)
+    with_diagonal = sum(products)
+    products.clear()
+    monkeypatch.setattr(_newton_cg, "FEATURE_SCALE_SPREAD", np.inf)
+    mixed = MultiLabelLogistic(C=10.0, tol=1e-8, solver="newton-cg").fit(X, Y)
+    assert with_diagonal < 0.8 * sum(products)
+    assert_allclose(diagonal.predict_proba(X), mixed.predict_proba(X), atol=1e-6)
+
+
 def test_newton_cg_label_pool_gives_the_same_solution(multilabel):
     """A pool of two labels at a time (labels join as others converge)."""
     from skbce.linear_model import _newton_cg, _problem

@@ -639,6 +639,12 @@ class DaskLinearBCE(LinearBCE):
                                                       chunks=self._all_labels)
         return self._cache["squares"]
 
+    def nonzero_weights(self):
+        if "nonzeros" not in self._cache:
+            self._cache["nonzeros"] = self._method_sum("nonzero_weights",
+                                                       chunks=self._all_labels)
+        return self._cache["nonzeros"]
+
     def squared_backward(self, D):
         raise NotImplementedError("squared_backward: use squared_column_means.")
 

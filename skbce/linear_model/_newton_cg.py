@@ -9,7 +9,13 @@ from skbce.linear_model._solver_base import STALL_LIMIT, _Labels, _max_abs, _Pro
 __all__ = ["newton_cg"]
 
 
+# The diagonal preconditioner: this fraction of the (approximate) Hessian
+# diagonal, the rest the identity, for features of one scale (binary,
+# standardised, tf-idf); the whole diagonal for features whose nonzero
+# values differ in scale by more than FEATURE_SCALE_SPREAD (see
+# _feature_scales_alike).
 PRECONDITIONER_MIX = 0.01
+FEATURE_SCALE_SPREAD = 100.0
 # CG stops at a relative residual ``min(FORCING_MAX, |g|^FORCING_POWER)``.
 # The classical choice (0.5, 0.5) tightens as |g| falls and oversolves the
 # last Newton steps of a loose ``tol`` (bibtex: ~19% more products for the
@@ -65,7 +71,7 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         # Formed in place in the CG's dtype: one (d, k) array, where the
         # float64 temporaries were four (wide X: 24 MB each at 30 000
         # features and 100 labels).
-        mix = PRECONDITIONER_MIX
+        mix = PRECONDITIONER_MIX if _feature_scales_alike(problem) else 1.0
         col = problem.squared_column_means() * mix
         curv = D.sum(axis=0, dtype=np.float64)
         MW_all = np.multiply.outer(col.astype(dtype), curv.astype(dtype))
@@ -128,6 +134,29 @@ def _pcg(problem, D, gW, gb, cg_tol, max_cg):
         Db = Zb + beta * Db
         rz = rz_new
     return PW, Pb, n_products
+
+
+def _feature_scales_alike(problem):
+    """Whether the features' nonzero values share a scale: the diagonal preconditioner's mix.
+
+    The scale of a feature is the mean square of its nonzero values (its
+    frequency aside): binary features all have 1, l2-normalised tf-idf ones
+    spread by about 2x between the 10th and 90th percentiles. On such data
+    the Hessian diagonal mixed 1:99 with the identity took fewer conjugate
+    gradient steps than the diagonal alone (bibtex, C=1: 5.6 against 7.9 per
+    Newton step). Features of scales spread by more than
+    ``FEATURE_SCALE_SPREAD`` (raw counts, unscaled measurements) need the
+    diagonal itself: bibtex with its columns scaled by log-uniform factors in
+    [0.1, 10] took 13.4 steps with the mix, 9.6 with the diagonal (fit 2.3 s
+    -> 1.8 s; C=100: 15.6 -> 9.2 steps, 4.0 -> 2.3 s).
+    """
+    counts = problem.nonzero_weights()
+    seen = counts > 0
+    if not seen.any():
+        return True
+    scales = problem.squared_column_means()[seen] / counts[seen]
+    low, high = np.quantile(scales, [0.1, 0.9])
+    return high <= FEATURE_SCALE_SPREAD * low
 
 
 def _tiles(n_labels):

@@ -508,6 +508,29 @@ class LinearBCE:
             self._cache["squares"] = self.squared_backward(w[:, None])[:, 0].astype(np.float64)
         return self._cache["squares"]
 
+    def nonzero_weights(self):
+        """``sum_i s_i [x_ik != 0]`` (``s``: the normalised sample weights), float64, cached.
+
+        With :meth:`squared_column_means`, the mean square of each feature's
+        nonzero values: the scale of the feature, whatever its frequency.
+        """
+        if "nonzeros" not in self._cache:
+            w = (np.full(self.n_samples, 1.0 / self.n_samples) if self.sw is None
+                 else self.sw.astype(np.float64))
+            if self._csr is not None:
+                indptr, indices, _ = self._csr
+                self._cache["nonzeros"] = np.bincount(
+                    indices[:indptr[-1]], weights=np.repeat(w, np.diff(indptr)),
+                    minlength=self.n_features)
+            else:
+                counts = np.zeros(self.n_features)
+                step = max(16, 2**22 // max(1, self.n_features))  # 4 MiB of booleans
+                for start in range(0, self.n_samples, step):
+                    rows = slice(start, start + step)
+                    counts += (self.X[rows] != 0).T @ w[rows]
+                self._cache["nonzeros"] = counts
+        return self._cache["nonzeros"]
+
     def squared_backward(self, D):
         """``(X * X).T @ D``: the Hessian diagonals, for preconditioning."""
         if self._csr is not None:
