@@ -252,7 +252,7 @@ def main():
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR,
+                      dashboard_address=":0", silence_logs=logging.ERROR,
                       memory_limit=0) as cluster, Client(cluster) as client:
         for variant in args.variants:
             run_variant(client, variant, args)

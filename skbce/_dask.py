@@ -244,12 +244,6 @@ def training_data(estimator, X, y, sample_weight, solver):
     """
     from skbce.linear_model._dask_problem import _client
 
-    if solver == "sgd":
-        raise ValueError(
-            "solver='sgd' does not run on dask arrays: it walks the rows in order. Use "
-            "partial_fit on the blocks (skbce.dask.Incremental), or solver='newton-cg', "
-            "'lbfgs' or 'gd', which train data-parallel."
-        )
     client = _client()
     X = as_row_blocks(X, "X")
     if X.ndim != 2:

@@ -494,6 +494,22 @@ def _hessp(problem, V, vb, cols, H):
     return HW, Hb
 
 
+def _row_norm_summary(problem, feature_weights):
+    """The largest squared row norm of the chunk, the sum of them, as float64."""
+    sq = problem.squared_row_norms(feature_weights)
+    return (float(sq.max()) if sq.size else 0.0), float(sq.sum())
+
+
+def _chunk_epoch(chunk, epoch, W, b, state, seed, alpha, beta, options):
+    """SGD's epoch over one chunk, with the whole problem's penalty; returns its results."""
+    problem = copy.copy(chunk)
+    problem.alpha, problem.beta = alpha, beta
+    # (Received arrays may be read-only views of the message.)
+    W, b = np.array(W), np.array(b)
+    epoch(problem, W, b, state, rng=np.random.default_rng(seed), **options)
+    return W, b, state
+
+
 def _call(problem, method, *args):
     return getattr(problem, method)(*args)
 
@@ -559,7 +575,7 @@ class DaskLinearBCE(LinearBCE):
         # The last loss() call's point and, while it pays, its gradient and
         # curvature, computed ahead of time (see loss()).
         self._ahead = None
-        self._speculate, self._wants = True, True
+        self._speculate, self._wants = False, True
         self._spare = None  # blocks of curvature weights no longer used
         self.set_active(np.arange(self.n_labels))
 
@@ -657,10 +673,46 @@ class DaskLinearBCE(LinearBCE):
         """
         return self._method_sum("lipschitz", chunks=self._all_labels) + self.alpha
 
-    def targets(self, rows=None, labels=None):
-        raise NotImplementedError(
-            "solver='sgd' does not run on dask arrays; use partial_fit (e.g. through "
-            "skbce.dask.Incremental) or another solver.")
+    # -- SGD ---------------------------------------------------------------------
+
+    def squared_row_norm_summary(self, feature_weights):
+        """The largest and the mean of the rows' squared norms, from the chunks'."""
+        parts = self.client.gather(self._map(_row_norm_summary, feature_weights,
+                                             chunks=self._all_labels))
+        return (max(p[0] for p in parts),
+                _sum_in_order([p[1] for p in parts]) / self.n_samples)
+
+    def run_epoch(self, epoch, W, b, state, *, rng, **options):
+        """``epoch`` (SGD's pass over the rows) over the chunks in turn, each on its worker.
+
+        The chunks come in a shuffled order, and each shuffles its own rows;
+        the coefficients and SGD's state travel from chunk to chunk (they are
+        coefficient-sized), so the chunks' epochs are one pass of SGD over
+        all rows, with the step size decaying as it does in memory. Each
+        chunk's epoch averages its own iterates; their average over the pass,
+        weighted by the iterates each averaged, is the pass's.
+        """
+        order = rng.permutation(len(self.chunks))
+        seeds = rng.integers(np.iinfo(np.int64).max, size=len(order))
+        total, avg_W, avg_b = 0, None, None
+        for i, seed in zip(order, seeds):
+            future = _submit_at(self.client, self.workers[i], _chunk_epoch, self.chunks[i],
+                                epoch, W, b, state, seed, self.alpha, self.beta, options)
+            W_new, b_new, chunk_state = future.result()
+            W[...], b[...] = W_new, b_new
+            vars(state).update(vars(chunk_state))
+            if state.n_avg:
+                share = W.dtype.type(state.n_avg / (total + state.n_avg))
+                if total == 0:
+                    avg_W, avg_b = state.avg_W.copy(), state.avg_b.copy()
+                else:
+                    avg_W += share * (state.avg_W - avg_W)
+                    avg_b += share * (state.avg_b - avg_b)
+                total += state.n_avg
+        state.n_avg = total
+        if total:
+            state.avg_W, state.avg_b = avg_W, avg_b
+        return W, b
 
     # -- logits ------------------------------------------------------------------
 

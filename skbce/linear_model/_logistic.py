@@ -506,7 +506,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             dask arrays too) is trained on data-parallel on the current
             ``distributed`` cluster: the same solvers and the same model,
             with every pass over the data run on the workers, chunk by chunk
-            (see :ref:`scale_out`). ``solver="sgd"`` needs in-memory data.
+            (see :ref:`scale_out`). ``solver="sgd"`` runs its epochs
+            over the chunks in turn, each on the worker that holds it.
 
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Binary labels (1-D, any two values), a 0/1 multi-label indicator

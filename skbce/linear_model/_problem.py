@@ -493,6 +493,19 @@ class LinearBCE:
         gW = np.asarray(safe_sparse_dot(Xb.T, G, dense_output=True))
         return gW, G.sum(axis=0)
 
+    def run_epoch(self, epoch, W, b, state, **options):
+        """``epoch(self, W, b, state, **options)``: one pass of SGD over the rows.
+
+        ``W``, ``b`` and ``state`` are updated in place. A distributed
+        problem runs the same function on each of its chunks in turn.
+        """
+        return epoch(self, W, b, state, **options)
+
+    def squared_row_norm_summary(self, feature_weights):
+        """The largest and the mean of :meth:`squared_row_norms`: SGD's step bound."""
+        sq = self.squared_row_norms(feature_weights)
+        return (float(sq.max()), float(sq.mean())) if sq.size else (0.0, 0.0)
+
     def squared_row_norms(self, feature_weights):
         """``sum_k feature_weights_k x_ik^2`` of every sample, float64: SGD's step bound."""
         X = self.X

@@ -50,14 +50,14 @@ def sgd_step_size(problem, batch_size, precond=None):
     preconditioned problem.
     """
     P = np.ones(problem.n_features) if precond is None else np.asarray(precond, np.float64)
-    sq = problem.squared_row_norms(P)
+    sq_max, sq_mean = problem.squared_row_norm_summary(P)
     if problem.fit_intercept:
-        sq = sq + 1.0
+        sq_max, sq_mean = sq_max + 1.0, sq_mean + 1.0
     pw_max = max(problem.pw_scalar, 1.0) if problem.pw_all is None else max(
         float(problem.pw_all.max()), 1.0)
     # Average over a batch: the mean row norm is a bound in expectation; use a
     # blend with the max so that large batches are not too timid.
-    bound = 0.25 * pw_max * (0.5 * sq.max() + 0.5 * sq.mean()) + problem.alpha * P.max()
+    bound = 0.25 * pw_max * (0.5 * sq_max + 0.5 * sq_mean) + problem.alpha * P.max()
     return 1.0 / bound
 
 
@@ -136,8 +136,8 @@ def sgd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0, batch_size=256,
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        sgd_epoch(problem, W, b, state, batch_size=batch_size,
-                  learning_rate=learning_rate, rng=rng, decay_every=decay_every)
+        problem.run_epoch(sgd_epoch, W, b, state, batch_size=batch_size,
+                          learning_rate=learning_rate, rng=rng, decay_every=decay_every)
         fj = problem.objective(*state.averaged(W, b))
         value = float(fj.mean())
         curve.append(value)
