@@ -1,17 +1,18 @@
 """Cross-validated C and thresholds: MultiLabelLogisticCV and MultiLabelThresholdCV.
 
 Run:  python benchmarks/bench_cv.py [--data DIR] [--repeats 3] [--datasets yeast scene bibtex]
-                                    [--part c thresholds]
+                                    [--part c thresholds] [--scale 0.1] [--seed 0]
 
 Data: the training parts of the Mulan datasets of ``benchmarks/bench_fit.py``
 (yeast and scene: standard split, standardised; bibtex: seeded 2/3 split,
-sparse binary features).
+sparse binary features), or, for a name of ``benchmarks/shapes.py``
+(``tall-dense``, ``wide-sparse``, ``many-labels-sparse``, ...), the training
+part of that seeded synthetic shape with ``--scale`` times its rows.
 
-Part ``c``: ``MultiLabelLogisticCV()`` (folds one after the other, each fit's
-kernels on the OpenMP threads; ``n_jobs=2`` would start two worker processes,
-which costs more than it saves on data of this size) against
-``OneVsRestClassifier(LogisticRegressionCV(Cs=10, cv=folds,
-scoring="neg_log_loss"), n_jobs=2)``, both with the same 5 unshuffled folds
+Part ``c``: ``MultiLabelLogisticCV(n_jobs=2)`` (two folds at a time, in
+threads) against ``OneVsRestClassifier(LogisticRegressionCV(Cs=10, cv=folds,
+scoring="neg_log_loss"), n_jobs=2)`` (two labels at a time, in processes),
+both with the same 5 unshuffled folds
 (``KFold(5)``: ``cv=5`` would stratify scikit-learn's folds on each label,
 which a joint model cannot, and different folds may choose different C's;
 the time is the same either way). ``fit s`` is the best wall time of
@@ -40,10 +41,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fit import DEFAULT_DATA, load_shared as load  # noqa: E402
+from bench_fit import DEFAULT_DATA, load_shared  # noqa: E402
+from shapes import SHAPES  # noqa: E402
 
 N_FOLDS = 5
 TIE = 1e-4
+
+
+def load(name, data_dir, scale=0.1, seed=0):
+    """Train and test parts of a shared data set, or of a synthetic shape."""
+    if name in SHAPES:
+        return SHAPES[name](seed=seed, scale=scale)
+    return load_shared(name, data_dir)
 
 
 def fit_quietly(model, X, Y):
@@ -95,17 +104,17 @@ def compare_choices(ours, peer_C, peer_scores, Cs):
     return same, tied, differ
 
 
-def run_c(name, data_dir, repeats):
+def run_c(name, data_dir, repeats, scale, seed):
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import KFold
     from sklearn.multiclass import OneVsRestClassifier
 
     from skbce import MultiLabelLogisticCV
 
-    X, _, Y, _ = load(name, data_dir)
+    X, _, Y, _ = load(name, data_dir, scale, seed)
     folds = KFold(N_FOLDS)
     Cs = np.logspace(-4, 4, 10)
-    ours = MultiLabelLogisticCV(Cs=10, cv=folds)
+    ours = MultiLabelLogisticCV(Cs=10, cv=folds, n_jobs=2)
     peer = OneVsRestClassifier(
         LogisticRegressionCV(Cs=10, cv=folds, scoring="neg_log_loss"), n_jobs=2)
     times = {"ours": [], "peer": []}
@@ -178,15 +187,18 @@ def main(argv=None):
                         default=Path(os.environ.get("SKBCE_BENCH_DATA", DEFAULT_DATA)))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["yeast", "scene", "bibtex"])
+    parser.add_argument("--scale", type=float, default=0.1,
+                        help="fraction of the rows of a synthetic shape")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a synthetic shape")
     parser.add_argument("--part", nargs="+", default=["c", "thresholds"],
                         choices=["c", "thresholds"])
     args = parser.parse_args(argv)
-    if not args.data.is_dir():
+    if not args.data.is_dir() and any(name not in SHAPES for name in args.datasets):
         sys.exit(f"no data directory {args.data}; pass --data DIR")
     if "c" in args.part:
         rows = []
         for name in args.datasets:
-            rows.append(run_c(name, args.data, args.repeats))
+            rows.append(run_c(name, args.data, args.repeats, args.scale, args.seed))
             print(f"  {name} done", flush=True)
         print_c(rows)
     if "thresholds" in args.part:

@@ -18,7 +18,7 @@ import warnings
 from numbers import Integral
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -36,6 +36,7 @@ from sklearn.utils.metadata_routing import (
 )
 from sklearn.utils.validation import _check_method_params, check_is_fitted
 
+from skbce._kernels import max_threads
 from skbce.linear_model._logistic import MultiLabelLogistic
 from skbce.metrics import binary_cross_entropy
 
@@ -337,9 +338,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
     n_jobs : int, default=None
         Number of folds fitted in parallel with joblib (None means 1 unless
         in a :obj:`joblib.parallel_backend` context; -1 means all
-        processors): the folds' fits at one ``C`` at a time. Each fit's
-        kernels use the threads joblib leaves to its worker; a dask backend
-        spreads the folds over a cluster.
+        processors): the folds' fits at one ``C`` at a time, in threads
+        unless the joblib context chooses another backend (a dask backend
+        spreads the folds over a cluster). Each fit's kernels then use its
+        share of the cores (all of them with sequential folds).
 
     verbose : int, default=0
         joblib's progress lines with ``verbose>=1``; the fits' own progress
@@ -572,9 +574,14 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         best = np.zeros(n_labels, dtype=np.intp)
         coef_sum = np.zeros((n_labels, n_features))
         intercept_sum = np.zeros(n_labels)
-        models = [self._model(_PathModel, warm_start=True) for _ in folds]
+        # Folds in parallel share the cores: each fit's kernels get its share.
+        n_workers = min(n_folds, effective_n_jobs(self.n_jobs))
+        fold_threads = None if n_workers == 1 else max(1, max_threads() // n_workers)
+        models = [self._model(_PathModel, warm_start=True, n_jobs=fold_threads) for _ in folds]
         labels = fitted = np.arange(n_labels)  # on the path; held by the fold models
-        with Parallel(n_jobs=self.n_jobs, verbose=self.verbose) as parallel:
+        # Threads unless the joblib context says otherwise: the fits' kernels
+        # release the GIL, and a fold's model (its warm start) stays where it is.
+        with Parallel(n_jobs=self.n_jobs, verbose=self.verbose, prefer="threads") as parallel:
             for step, C in enumerate(Cs):
                 if len(labels) < len(fitted):
                     rows = np.searchsorted(fitted, labels)
