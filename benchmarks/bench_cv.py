@@ -130,10 +130,10 @@ def run_c(name, data_dir, repeats, scale, seed):
 
 
 def print_c(rows):
-    print(f"{'dataset':8} {'train part':26} {'MLLogisticCV s':>14} {'OvR(LRCV) s':>12} "
+    print(f"{'dataset':11} {'train part':26} {'MLLogisticCV s':>14} {'OvR(LRCV) s':>12} "
           f"{'speed-up':>9} {'same C':>7} {'tied':>5} {'differ':>6}")
     for r in rows:
-        print(f"{r['name']:8} {r['shape']:26} {r['ours']:14.2f} {r['peer']:12.2f} "
+        print(f"{r['name']:11} {r['shape']:26} {r['ours']:14.2f} {r['peer']:12.2f} "
               f"{r['speedup']:8.1f}x {r['same']:7d} {r['tied']:5d} {r['differ']:6d}")
     ok = all(r["speedup"] >= 5 and r["differ"] == 0 for r in rows)
     print(f"goal (>= 5x faster, same C wherever not tied): {'met' if ok else 'NOT met'}")
