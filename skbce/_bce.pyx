@@ -85,6 +85,11 @@ from skbce._math cimport _abs, _exp, _log, _log1p
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+cdef extern from "_precise.h":
+    void skbce_logit_gradient_dd(
+        const double *y, const double *z, const double *pos_weight,
+        double scalar_pos_weight, Py_ssize_t n, double *out) noexcept nogil
+
 cimport openmp
 import numpy as np
 
@@ -279,19 +284,28 @@ cdef inline floating logit_loss(
 
 
 cdef inline floating logit_gradient(
-    floating y, floating z, floating pos_weight, floating exp_neg_abs_z
+    floating y, floating z, floating pos_weight, floating exp_neg_abs_z, int *cancels
 ) noexcept nogil:
     # d loss / d z = (1 - y) * sigmoid(z) - pw * y * sigmoid(-z), where with
     # e = exp(-|z|): sigmoid(|z|) = 1 / (1 + e), sigmoid(-|z|) = e / (1 + e).
     # Both sigmoids are computed, never 1 - sigmoid: for hard targets one
-    # term is zero and the other exact to a few ulps at any logit. (For soft
-    # targets near sigmoid(z) = y the two terms cancel: the result is exact
-    # to a few ulps of the terms, not of their small difference.)
+    # term is zero and the other exact to a few ulps at any logit. For soft
+    # targets near sigmoid(z) = y the two terms cancel, and the difference is
+    # only exact to a few ulps of the terms: *cancels is set to 1 when they
+    # are within a small factor of each other, and the caller then recomputes
+    # the gradient in extra precision (_precise_logit_gradient).
     cdef floating sig_big = <floating> 1 / (<floating> 1 + exp_neg_abs_z)
     cdef floating sig_small = exp_neg_abs_z * sig_big
     cdef floating sig_pos = sig_big if z >= <floating> 0 else sig_small
     cdef floating sig_neg = sig_small if z >= <floating> 0 else sig_big
-    return (<floating> 1 - y) * sig_pos - pos_weight * y * sig_neg
+    cdef floating up = (<floating> 1 - y) * sig_pos
+    cdef floating down = pos_weight * y * sig_neg
+    # The vector path is good to about 1.5 ulps of the larger term, so
+    # within 4 ulps of the difference where the terms differ by more than a
+    # factor 2 (float32: 4, as its extra-precision pass is cheap).
+    cdef floating factor = 4 if floating is float else 2
+    cancels[0] = (up < factor * down) & (down < factor * up)
+    return up - down
 
 
 # ----------------------------------------------------------------------------
@@ -377,11 +391,11 @@ cdef inline floating _prob_entry(
 
 cdef inline floating _logit_entry(
     floating y, floating z, floating w, floating pos_weight,
-    floating grad_scale, floating *grad,
+    floating grad_scale, floating *grad, int *cancels,
 ) noexcept nogil:
-    # _prob_entry from a logit.
+    # _prob_entry from a logit; *cancels: see logit_gradient.
     cdef floating exp_neg_abs_z = _exp(-_abs(z))
-    grad[0] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z)
+    grad[0] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z, cancels)
     return w * logit_loss(y, z, pos_weight, exp_neg_abs_z)
 
 
@@ -531,6 +545,8 @@ cdef floating _logit_block(
     cdef floating w, l, g
     cdef floating part = 0
     cdef int found = 0
+    cdef int cancels, n_cancels = 0
+    cdef unsigned char cancelling[_BLOCK]
     cdef floating y_float[_BLOCK]
     cdef const floating *yf = <const floating *> y
     if not (target_t is float or target_t is double):
@@ -541,7 +557,9 @@ cdef floating _logit_block(
             if check:
                 found |= _logit_flags(yf[e], z[e])
             l = _logit_entry(yf[e], z[e], weight_scale * label_weight[e], pos_weight[e],
-                             grad_scale, &g)
+                             grad_scale, &g, &cancels)
+            cancelling[e] = cancels
+            n_cancels += cancels
             if grad_out != NULL:
                 grad_out[e] = g
             if loss_out != NULL:
@@ -551,7 +569,7 @@ cdef floating _logit_block(
         for e in range(m):
             if check:
                 found |= _logit_flags(yf[e], z[e])
-            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, 0, &g)
+            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, 0, &g, &cancels)
         part *= weight_scale
     elif weight == NULL and loss_out == NULL:
         # The loss and its gradient, unweighted: what a solver calls.
@@ -559,7 +577,9 @@ cdef floating _logit_block(
             if check:
                 found |= _logit_flags(yf[e], z[e])
             part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight,
-                                 grad_scale * weight_scale, &g)
+                                 grad_scale * weight_scale, &g, &cancels)
+            cancelling[e] = cancels
+            n_cancels += cancels
             grad_out[e] = g
         part *= weight_scale
     else:
@@ -569,15 +589,98 @@ cdef floating _logit_block(
             w = weight_scale
             if weight != NULL:
                 w = w * weight[e]
-            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_scale, &g)
+            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_scale, &g, &cancels)
+            cancelling[e] = cancels
+            n_cancels += cancels
             if grad_out != NULL:
                 grad_out[e] = g
             if loss_out != NULL:
                 loss_out[e] = l
             part += l
+    if n_cancels and grad_out != NULL:
+        _precise_logit_gradient(yf, z, m, weight, weight_scale, label_weight, pos_weight,
+                                scalar_pos_weight, grad_scale, grad_out, cancelling,
+                                n_cancels)
     if check:
         flags[0] |= found
     return part
+
+
+cdef inline double _logit_gradient_double(double y, double z, double pos_weight) noexcept nogil:
+    # logit_gradient in double, for float32 inputs (exact in double): each
+    # term is then within about 2^-52 of itself, which leaves their
+    # difference exact to float32's last bit until they agree in 26 bits.
+    cdef int cancels
+    return logit_gradient(y, z, pos_weight, _exp(-_abs(z)), &cancels)
+
+
+cdef void _precise_logit_gradient(
+    const floating *y,
+    const floating *z,
+    Py_ssize_t m,
+    const floating *weight,
+    floating weight_scale,
+    const floating *label_weight,
+    const floating *pos_weight,   # per entry with label_weight, else NULL
+    floating scalar_pos_weight,
+    floating grad_scale,
+    floating *grad_out,
+    const unsigned char *cancelling,  # 1 for the entries to redo
+    Py_ssize_t n_cancelling,
+) noexcept nogil:
+    # The gradients of a block's cancelling entries again, in extra
+    # precision. float32: the whole block in double (glibc's vector exp;
+    # packing the cancelling entries first saved nothing measurable).
+    # float64: in double-double (skbce/_precise.c, about 4 ns an entry on
+    # AVX-512), the whole block if it mostly cancels (soft targets at a close
+    # fit), else only its cancelling entries, packed first (soft targets at
+    # random logits: about 1 in 6).
+    cdef double gradient[_BLOCK]
+    cdef double y_packed[_BLOCK]
+    cdef double z_packed[_BLOCK]
+    cdef double pos_weight_packed[_BLOCK]
+    cdef Py_ssize_t index[_BLOCK]
+    cdef Py_ssize_t e, i, n
+    if floating is float:
+        for e in range(m):
+            grad_out[e] = <floating> (
+                _entry_scale(e, weight, weight_scale, label_weight, grad_scale)
+                * _logit_gradient_double(
+                    y[e], z[e], pos_weight[e] if pos_weight != NULL else scalar_pos_weight))
+    elif 4 * n_cancelling > m:
+        skbce_logit_gradient_dd(y, z, pos_weight, scalar_pos_weight, m, gradient)
+        for e in range(m):
+            grad_out[e] = (_entry_scale(e, weight, weight_scale, label_weight, grad_scale)
+                           * gradient[e])
+    else:
+        # Branch-free packing: every entry is written, the count advances
+        # only past the cancelling ones.
+        n = 0
+        for e in range(m):
+            index[n] = e
+            y_packed[n] = y[e]
+            z_packed[n] = z[e]
+            pos_weight_packed[n] = pos_weight[e] if pos_weight != NULL else scalar_pos_weight
+            n += cancelling[e]
+        skbce_logit_gradient_dd(y_packed, z_packed, pos_weight_packed, 0, n, gradient)
+        for i in range(n):
+            e = index[i]
+            grad_out[e] = (_entry_scale(e, weight, weight_scale, label_weight, grad_scale)
+                           * gradient[i])
+
+
+cdef inline double _entry_scale(
+    Py_ssize_t e, const floating *weight, floating weight_scale,
+    const floating *label_weight, floating grad_scale,
+) noexcept nogil:
+    # grad_scale * w of entry e, as _logit_block's loops weigh it, in double:
+    # the extra-precision gradient is rounded once, after it.
+    cdef double w = weight_scale
+    if weight != NULL:
+        w = w * weight[e]
+    if label_weight != NULL:
+        w = w * label_weight[e]
+    return grad_scale * w
 
 
 cdef inline floating _block(

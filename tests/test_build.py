@@ -248,7 +248,8 @@ def test_kernel_tests_pass_with_each_variant(variant, tmp_path):
     # The main run tests the variant this CPU picks; here the kernels' own
     # test modules run again with each lower variant forced.
     env = {k: v for k, v in os.environ.items() if k != "SKBCE_CPU"}
-    modules = [str(TESTS / "test_linear_kernels.py"), str(TESTS / "test_metrics.py")]
+    modules = [str(TESTS / name) for name in
+               ("test_linear_kernels.py", "test_metrics.py", "test_accuracy.py")]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *modules],
         capture_output=True,
