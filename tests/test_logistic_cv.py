@@ -197,13 +197,18 @@ def test_input_errors_and_one_convergence_warning(data):
     with pytest.raises(ValueError, match="l1_ratio"):
         MultiLabelLogisticCV(solver="lbfgs", l1_ratio=0.5).fit(X, Y)
     assert not hasattr(MultiLabelLogisticCV(), "partial_fit")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        MultiLabelLogisticCV(Cs=CS, cv=3, max_iter=1).fit(X, Y)
-    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
-    assert len(messages) == 2  # one for the folds, one for the refit
-    assert "at 5 of 5 values of C" in messages[0]
-    assert "the refit did not converge" in messages[1]
+    for n_jobs in [None, 2]:  # folds one after the other, or in two threads
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            MultiLabelLogisticCV(Cs=CS, cv=3, max_iter=1, n_jobs=n_jobs).fit(X, Y)
+            warnings.warn("after the fit", UserWarning)  # the caller's record still works
+        messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+        assert len(messages) == 2  # one for the folds, one for the refit
+        assert "at 5 of 5 values of C" in messages[0]
+        assert "at worst 4 of 4 label(s)" in messages[0]
+        assert "the refit did not converge" in messages[1]
+        assert [str(w.message) for w in caught if w.category is UserWarning] == [
+            "after the fit"]
 
 
 @parametrize_with_checks([MultiLabelLogisticCV(cv=3)])

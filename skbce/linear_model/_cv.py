@@ -14,11 +14,12 @@ warm-started from the last), which is again exact because the labels do
 not interact.
 """
 
+import threading
 import warnings
 from numbers import Integral
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -27,6 +28,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, _safe_indexing
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.metadata_routing import (
     MetadataRouter,
     MethodMapping,
@@ -89,6 +91,22 @@ class _PathModel(MultiLabelLogistic):
             cache.update({key: previous[2][key] for key in _PATH_SHARED if key in previous[2]})
         self._path_problem = (rows, sample_weight, cache)
         return problem
+
+    def _store(self, result, dtype):
+        super()._store(result, dtype)
+        converged = result.converged
+        self.n_unconverged_ = 0 if converged is None else int(
+            np.count_nonzero(~np.asarray(converged, dtype=bool)))
+
+    def fit(self, X, y, sample_weight=None):
+        super().fit(X, y, sample_weight=sample_weight)
+        # Only what the next C takes over stays: not the problem's other
+        # entries (its float32 copy of X), which every fold would keep.
+        if getattr(self, "_path_problem", None) is not None:
+            rows, weights, cache = self._path_problem
+            self._path_problem = (rows, weights, {key: cache[key] for key in _PATH_SHARED
+                                                  if key in cache})
+        return self
 
     def __getstate__(self):
         # A fold's model goes to a joblib worker and back at every C: not
@@ -178,7 +196,7 @@ def _fold_step(model, X, Y, y, sample_weight, train, test, C, labels, scoring, p
     sw_test = None if sample_weight is None else sample_weight[test]
     score_params = _check_method_params(X, params=score_params, indices=test)
     model._path_rows = train  # the same rows at every C: the problem's cache carries over
-    n_unconverged = _fit_counting_unconverged(model.set_params(C=C), X_train, Y_train, sw_train)
+    n_unconverged = _fit_quietly(model.set_params(C=C), X_train, Y_train, sw_train)
     n_labels = len(labels)
     logits = np.reshape(model.decision_function(X_test), (len(test), -1))[:, :n_labels]
     if scoring is None:
@@ -227,28 +245,26 @@ def _fit_labels(model, X, Y, sample_weight):
     return model.fit(X, Y, sample_weight=sample_weight)
 
 
-def _fit_counting_unconverged(model, X, Y, sample_weight):
-    """Fit ``model``; return the number of labels that did not converge.
+# MultiLabelLogistic's own convergence warning: each fit of a path would give
+# one; the estimator gives one for all of them instead.
+_FIT_WARNING = r"MultiLabelLogistic \(solver="
 
-    The caller warns once for all its fits instead of each fit warning.
+
+def _fit_quietly(model, X, Y, sample_weight):
+    """Fit ``model`` without its convergence warning; return its unconverged labels.
+
+    Warning filters are global to the process and ``catch_warnings`` is not
+    thread-safe: in a worker thread the fit warns freely, and the caller,
+    which holds the filter around all its threads, silences the warning.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    if threading.current_thread() is not threading.main_thread():
         _fit_labels(model, X, Y, sample_weight)
-    n_unconverged = 0
-    for warning in caught:
-        if not issubclass(warning.category, ConvergenceWarning):
-            warnings.warn_explicit(warning.message, warning.category,
-                                   warning.filename, warning.lineno)
-            continue
-        # "... did not converge for <n> of <k> label(s) ..."
-        words = str(warning.message).split()
-        try:
-            count = int(words[words.index("for") + 1])
-        except (ValueError, IndexError):
-            count = Y.shape[1]
-        n_unconverged = max(n_unconverged, count)
-    return n_unconverged
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_FIT_WARNING,
+                                    category=ConvergenceWarning)
+            _fit_labels(model, X, Y, sample_weight)
+    return model.n_unconverged_
 
 
 class MultiLabelLogisticCV(MultiLabelLogistic):
@@ -581,7 +597,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         labels = fitted = np.arange(n_labels)  # on the path; held by the fold models
         # Threads unless the joblib context says otherwise: the fits' kernels
         # release the GIL, and a fold's model (its warm start) stays where it is.
-        with Parallel(n_jobs=self.n_jobs, verbose=self.verbose, prefer="threads") as parallel:
+        with Parallel(n_jobs=self.n_jobs, verbose=self.verbose, prefer="threads") as parallel, \
+                warnings.catch_warnings():
+            # For the fits in worker threads (see _fit_quietly).
+            warnings.filterwarnings("ignore", message=_FIT_WARNING, category=ConvergenceWarning)
             for step, C in enumerate(Cs):
                 if len(labels) < len(fitted):
                     rows = np.searchsorted(fitted, labels)
@@ -654,7 +673,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 model.keep_labels(np.searchsorted(held, labels))
             model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
             n_unconverged = max(n_unconverged,
-                                _fit_counting_unconverged(model, X, Y[:, labels], sample_weight))
+                                _fit_quietly(model, X, Y[:, labels], sample_weight))
             held = labels
             done = C_per_label[labels] == C
             coef[labels[done]] = model.coef_[:len(labels)][done]
