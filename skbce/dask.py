@@ -9,6 +9,8 @@ of samples"). :func:`label_blocks` gives a 2-D label array those keys, and
 blocks of whole rows. Needs the ``dask`` extra (dask-ml).
 """
 
+import inspect
+
 import dask
 import numpy as np
 from dask_ml.wrappers import Incremental as _DaskMLIncremental
@@ -64,7 +66,9 @@ class Incremental(_DaskMLIncremental):
     over the blocks of ``X`` and ``y``, in a shuffled order -- but ``X`` is
     first rechunked to blocks of whole rows, ``y`` to ``X``'s row blocks,
     and a 2-D ``y`` goes through :func:`label_blocks`: a plain 2-D dask label
-    array works.
+    array works. Each block's ``partial_fit`` is told the rows of the pass
+    (``n_samples_per_pass``, ``X``'s rows, unless given), so that ``C``
+    means what it means in the estimator's ``fit`` on ``X``.
 
     Parameters
     ----------
@@ -102,4 +106,6 @@ predict_proba_meta, transform_meta
             X = as_row_blocks(X, "X")
             if y is not None:
                 y = label_blocks(y, X.chunks[0])
+        if "n_samples_per_pass" in inspect.signature(estimator.partial_fit).parameters:
+            fit_kwargs.setdefault("n_samples_per_pass", X.shape[0])
         return super()._fit_for_estimator(estimator, X, y, **fit_kwargs)

@@ -113,7 +113,8 @@ def test_incremental_passes_with_a_plain_2d_label_array_converge_to_fit(client):
     dY = da.from_array(Y, chunks=(600, 2))
     for _ in range(20):
         model.partial_fit(dX, dY)
-    assert model.estimator_.n_iter_ == 20 * 6
+    # Each block was told the rows of the pass: C means what it does in fit.
+    assert model.estimator_.n_iter_ == 20 * 6 and model.estimator_._pass.weight == len(X)
     assert fit_objective(model.estimator_, X, Y) <= 1.005 * best
 
 

@@ -1,9 +1,9 @@
 """partial_fit's penalty means what fit's does: passes over chunks converge to fit.
 
 The penalty of each chunk's SGD steps is weighed against the rows of a pass
-over the data (learned from the chunks themselves: a pass is complete when a
-chunk comes again), so that ``C`` has fit's meaning; the reference is the
-in-memory fit's objective, computed from the public loss.
+over the data (``n_samples_per_pass``; without it, all rows seen so far), so
+that ``C`` has fit's meaning; the reference is the in-memory fit's
+objective, computed from the public loss.
 """
 
 import numpy as np
@@ -38,8 +38,8 @@ def test_passes_over_chunks_converge_to_fit(data, C):
     order = np.random.default_rng(0)
     for _ in range(20):
         for i in order.permutation(N_CHUNKS):
-            model.partial_fit(X[chunks[i]], Y[chunks[i]])
-    assert model.n_iter_ == 20 * N_CHUNKS
+            model.partial_fit(X[chunks[i]], Y[chunks[i]], n_samples_per_pass=len(X))
+    assert model.n_iter_ == 20 * N_CHUNKS and model.n_samples_seen_ == 20 * len(X)
     # C means what it means in fit: one chunk's penalty is not that of a
     # data set of its size (C / 6 would be far above).
     assert objective(model, X, Y, C) <= 1.005 * best
@@ -56,7 +56,36 @@ def test_a_stream_is_fitted_as_everything_seen(data):
     model = MultiLabelLogistic(C=C, solver="sgd", random_state=0)
     for chunk in np.array_split(np.arange(len(X)), 60):
         model.partial_fit(X[chunk], Y[chunk])
-    assert model._pass.weight == len(X) and not model._pass.complete
+    assert model.n_samples_seen_ == len(X) and model._pass.weight == len(X)
     best = objective(MultiLabelLogistic(C=C).fit(X, Y), X, Y, C)
     shrunk = objective(MultiLabelLogistic(C=C / 60).fit(X, Y), X, Y, C)
     assert objective(model, X, Y, C) <= best + 0.1 * (shrunk - best)
+
+
+def test_the_pass_length_is_kept_until_given_again(data):
+    X, Y = data
+    C = 0.01
+    rows = np.array_split(np.arange(len(X)), N_CHUNKS)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, size=len(X))
+    given = MultiLabelLogistic(C=C, solver="sgd", random_state=0)
+    kept = MultiLabelLogistic(C=C, solver="sgd", random_state=0)
+    for i, chunk in enumerate(rows * 3):
+        given.partial_fit(X[chunk], Y[chunk], sample_weight=weights[chunk],
+                          n_samples_per_pass=weights.sum())
+        kept.partial_fit(X[chunk], Y[chunk], sample_weight=weights[chunk],
+                         n_samples_per_pass=weights.sum() if i == 0 else None)
+    np.testing.assert_array_equal(kept.coef_, given.coef_)
+    # Weighed against one pass: near fit's weighted objective, not against three.
+    weighted = MultiLabelLogistic(C=C, tol=1e-8).fit(X, Y, sample_weight=weights)
+    thrice = MultiLabelLogistic(C=3 * C, tol=1e-8).fit(X, Y, sample_weight=weights)
+    assert (np.linalg.norm(given.coef_ - weighted.coef_)
+            < 0.5 * np.linalg.norm(thrice.coef_ - weighted.coef_))
+    # fit forgets partial_fit's count.
+    assert not hasattr(given.fit(X, Y), "n_samples_seen_")
+
+
+@pytest.mark.parametrize("bad", [0, -5.0, float("nan"), "all", True])
+def test_a_bad_pass_length_is_a_clear_error(data, bad):
+    X, Y = data
+    with pytest.raises(ValueError, match="n_samples_per_pass must be a positive number"):
+        MultiLabelLogistic(solver="sgd").partial_fit(X[:100], Y[:100], n_samples_per_pass=bad)

@@ -215,6 +215,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     pos_weight_ : ndarray of shape (n_labels,) or None
         The positive-class weights used (``"balanced"`` resolved).
 
+    n_samples_seen_ : int
+        Rows given to :meth:`partial_fit` since its first call (defined
+        after :meth:`partial_fit` only).
+
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
 
@@ -241,14 +245,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     most 5 % non-zeros is fitted as a CSR copy when there are 32 labels or
     more (the sparse products cost its non-zeros, not its entries).
 
-    ``C`` means the same in :meth:`partial_fit` as in :meth:`fit`: the
-    penalty is weighed against the rows of one pass over the data, so that
-    passes over the chunks of a data set converge to :meth:`fit`'s
-    objective on all of it. The pass is learned from the chunks given: its
-    weight is that of the distinct chunks seen so far, until a chunk comes
-    again (the same data), which completes it; a stream that never repeats
-    is fitted as everything seen so far. The model after each call is the
-    average of the SGD iterates over the last pass.
+    ``C`` means the same in :meth:`partial_fit` as in :meth:`fit`: ``fit``
+    weighs the penalty ``||w||^2 / (2 C)`` against the losses of all ``N``
+    rows, that is ``||w||^2 / (2 C N)`` per row, and each call's SGD steps
+    take that penalty per row with ``N`` the rows of one pass over the
+    data: ``n_samples_per_pass`` if given (the last value given is kept;
+    with sample weights, weights replace rows), else all the rows seen so
+    far (``n_samples_seen_``), which fits a stream that never repeats as
+    everything seen. So passes over the chunks of a data set of ``N`` rows
+    with ``n_samples_per_pass=N`` converge to :meth:`fit`'s objective on it
+    (:class:`skbce.dask.Incremental` passes the rows of its ``X`` itself).
+    The model after each call is the average of the SGD iterates over the
+    last pass.
 
     On dask arrays :meth:`fit` trains data-parallel on a ``distributed``
     cluster and the prediction methods return lazy dask arrays (see
@@ -544,6 +552,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         pos_weight = self._resolve_pos_weight(Y, sample_weight)
         self.pos_weight_ = pos_weight
         self._W = self._sgd_rng = None
+        self.__dict__.pop("n_samples_seen_", None)  # partial_fit's count
         n_labels, n_features = Y.shape[1], X.shape[1]
 
         warm = (
@@ -623,12 +632,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         self._fitted_shape = self.coef_.shape
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None, n_samples_per_pass=None):
         """One epoch of mini-batch SGD on the given chunk of data.
 
-        The penalty is weighed against the rows of a pass over all the
-        chunks (see Notes), so ``C`` is :meth:`fit`'s ``C``. The first call
-        sets the step size from that chunk's curvature.
+        The penalty is weighed against the rows of one pass over the data
+        (``n_samples_per_pass``; see Notes), so ``C`` is :meth:`fit`'s
+        ``C``. The first call sets the step size from that chunk's curvature.
 
         Parameters
         ----------
@@ -646,6 +655,13 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample.
+
+        n_samples_per_pass : float, default=None
+            The rows of one pass over the data set that the chunks come from
+            (with ``sample_weight``: their total weight). Kept for later
+            calls until given again. None (never given): the rows seen so
+            far, the right weight for a stream that never repeats.
+            :class:`skbce.dask.Incremental` gives the rows of its ``X``.
 
         Returns
         -------
@@ -682,7 +698,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             self._pass = _Pass()
         W = self._W.astype(dtype, copy=False)
         b = self._b.astype(dtype, copy=False)
-        self._pass.add(X, Y, sample_weight)
+        self._pass.add(X.shape[0], X.shape[0] if sample_weight is None else float(
+            np.sum(sample_weight, dtype=np.float64)), n_samples_per_pass)
+        self.n_samples_seen_ = self._pass.seen_rows
         with self._thread_limits(X):
             problem = self._problem(X, Y, sample_weight, self.pos_weight_,
                                     total=self._pass.weight)
@@ -704,7 +722,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 learning_rate=self.learning_rate, rng=self._sgd_rng,
                 decay_every=self._step_decay(),
             )
-            W_avg, b_avg = self._pass.average(self._sgd_state, W, b, X.shape[0])
+            W_avg, b_avg = self._pass.average(
+                self._sgd_state, W, b,
+                X.shape[0] if sample_weight is None else float(np.sum(sample_weight)))
             objective = problem.objective(W_avg, b_avg)
         self._W, self._b = W, b
         result = SolverResult(
