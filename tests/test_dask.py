@@ -90,6 +90,26 @@ def test_grid_search_on_a_cluster_matches_the_local_run(client, digits):
     np.testing.assert_allclose(remote.best_score_, local.best_score_, rtol=1e-7)
 
 
+def test_logistic_cv_folds_on_a_cluster_match_the_local_run(client, digits):
+    # MultiLabelLogisticCV sends the folds' fits of each C through joblib: the
+    # dask backend runs them on the workers, each fold's model (its warm
+    # start) travelling with its task.
+    from skbce import MultiLabelLogisticCV
+
+    X_train, _, Y_train, _ = digits
+    model = MultiLabelLogisticCV(Cs=[0.01, 1.0, 100.0], cv=KFold(3))
+    local = model.fit(X_train, Y_train)
+    local_scores, local_coef = local.scores_.copy(), local.coef_.copy()
+    with distributed.get_task_stream(client) as tasks:
+        with joblib.parallel_backend("dask"):
+            remote = MultiLabelLogisticCV(Cs=[0.01, 1.0, 100.0], cv=KFold(3), n_jobs=-1).fit(
+                X_train, Y_train)
+    assert tasks.data, "no task ran on the cluster"
+    np.testing.assert_allclose(remote.scores_, local_scores, rtol=1e-7)
+    np.testing.assert_array_equal(remote.C_, local.C_)
+    np.testing.assert_allclose(remote.coef_, local_coef, rtol=1e-7, atol=1e-10)
+
+
 def synthetic(n_rows=3600, n_features=30, n_labels=5, seed=5):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_rows, n_features))
