@@ -113,9 +113,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
           always made in full precision. L2 penalty only. Fastest to a tight
           optimum.
         - ``"newton-cholesky"``: Newton's method with the exact Hessian of
-          each label, formed in one pass over ``X`` per iteration (BLAS
-          ``syrk`` on blocks of rows) and solved by Cholesky. For a dense
-          ``X`` with few features and few labels. L2 penalty only.
+          each label, formed in one pass over ``X`` per iteration (a
+          register-tiled kernel on blocks of rows) and solved by Cholesky.
+          For a dense ``X`` with few features and few labels. L2 penalty
+          only.
         - ``"lbfgs"``: scipy's L-BFGS-B on the joint objective. L2 penalty
           only.
         - ``"gd"``: accelerated proximal gradient descent (FISTA) with
