@@ -260,7 +260,9 @@ static inline void exp_dd(double x, double *hi, double *lo) {
     *lo = el * f1 * f2;
 }
 
-static inline double gradient_dd(double yi, double zi, double wi) {
+/* always_inline: at the baseline level gcc otherwise kept it a call, and a
+ * loop with a call is not vectorised */
+static inline __attribute__((always_inline)) double gradient_dd(double yi, double zi, double wi) {
     int positive = zi >= 0;
     double eh, el;
     exp_dd(positive ? -zi : zi, &eh, &el);
