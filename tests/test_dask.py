@@ -433,6 +433,8 @@ def test_affine_logits_do_the_arithmetic_of_their_values():
     np.testing.assert_array_equal(value(Z3), np.broadcast_to(t, (30, 4)))
     with pytest.raises(TypeError, match="not affine"):
         Z1 * Z2
+    with pytest.raises(TypeError):  # per-sample values are not coefficients
+        Z1 + np.ones((30, 4))
     with pytest.raises(TypeError, match="not converted to a numpy array"):
         np.asarray(Z1)
 
