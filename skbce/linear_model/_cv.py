@@ -267,6 +267,38 @@ def _fit_quietly(model, X, Y, sample_weight):
     return model.n_unconverged_
 
 
+def _refit_path(model, X, Y, sample_weight, C_per_label, pos_weight):
+    """Fit the labels of ``Y`` on all the data, each with its C: a path over the chosen C's.
+
+    The first (smallest) chosen C is fitted for all labels from the
+    intercept-only start; each next one, warm, for the labels that chose it
+    or a larger C. The result depends on the data and the C's alone: not on
+    the folds (whose solutions carry their own rounding, and would make
+    equivalent weightings of the data refit differently), only on which
+    other labels shared a fit, within ``tol``.
+    """
+    n_labels = Y.shape[1]
+    coef = intercept = None
+    n_iter = n_unconverged = 0
+    held = None
+    for C in np.unique(C_per_label):
+        labels = np.flatnonzero(C_per_label >= C)
+        if held is not None:
+            model.keep_labels(np.searchsorted(held, labels))
+        model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
+        n_unconverged = max(n_unconverged, _fit_quietly(model, X, Y[:, labels], sample_weight))
+        held = labels
+        if coef is None:
+            coef = np.empty((n_labels, model.coef_.shape[1]), dtype=model.coef_.dtype)
+            intercept = np.empty(n_labels, dtype=model.intercept_.dtype)
+        done = C_per_label[labels] == C
+        coef[labels[done]] = model.coef_[:len(labels)][done]
+        intercept[labels[done]] = model.intercept_[:len(labels)][done]
+        n_iter = max(n_iter, model.n_iter_)
+    return Bunch(coef=coef, intercept=intercept, n_iter=n_iter, n_unconverged=n_unconverged,
+                 solver=model.solver_)
+
+
 class MultiLabelLogisticCV(MultiLabelLogistic):
     """Multi-label logistic regression with ``C`` chosen per label by cross-validation.
 
@@ -591,8 +623,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         coef_sum = np.zeros((n_labels, n_features))
         intercept_sum = np.zeros(n_labels)
         # Folds in parallel share the cores: each fit's kernels get its share.
-        n_workers = min(n_folds, effective_n_jobs(self.n_jobs))
-        fold_threads = None if n_workers == 1 else max(1, max_threads() // n_workers)
+        _, fold_threads = self._n_workers(n_folds)
         models = [self._model(_PathModel, warm_start=True, n_jobs=fold_threads) for _ in folds]
         labels = fitted = np.arange(n_labels)  # on the path; held by the fold models
         # Threads unless the joblib context says otherwise: the fits' kernels
@@ -649,37 +680,38 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 ConvergenceWarning,
             )
 
-    def _refit(self, X, Y, sample_weight, C_per_label, dtype):
-        """Fit every label on all the data with its C: a path over the chosen C's.
+    def _n_workers(self, n_tasks):
+        """Tasks run at once by joblib, and the kernel threads of each one's fits."""
+        n_workers = max(1, min(n_tasks, effective_n_jobs(self.n_jobs)))
+        return n_workers, None if n_workers == 1 else max(1, max_threads() // n_workers)
 
-        The first (smallest) chosen C is fitted for all labels from the
-        intercept-only start; each next one, warm, for the labels that chose
-        it or a larger C. The result depends on the data and ``C_`` alone:
-        not on the folds (whose solutions carry their own rounding, and would
-        make equivalent weightings of the data refit differently), only on
-        which other labels shared a fit, within ``tol``.
+    def _refit(self, X, Y, sample_weight, C_per_label, dtype):
+        """Fit every label on all the data with its C (see ``_refit_path``).
+
+        With ``n_jobs``, the labels are dealt out to that many refit paths
+        run side by side, each with labels of every chosen C.
         """
         n_labels = Y.shape[1]
+        pos_weight = self._resolve_pos_weight(Y, sample_weight)
+        n_workers, threads = self._n_workers(n_labels)
+        order = np.argsort(C_per_label, kind="stable")
+        groups = [np.sort(order[start::n_workers]) for start in range(n_workers)]
+        with Parallel(n_jobs=n_workers, prefer="threads") as parallel, \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_FIT_WARNING, category=ConvergenceWarning)
+            results = parallel(
+                delayed(_refit_path)(
+                    self._model(_PathModel, warm_start=True, n_jobs=threads), X, Y[:, labels],
+                    sample_weight, C_per_label[labels],
+                    None if pos_weight is None else pos_weight[labels],
+                )
+                for labels in groups
+            )
         coef = np.empty((n_labels, X.shape[1]), dtype=dtype)
         intercept = np.empty(n_labels, dtype=dtype)
-        pos_weight = self._resolve_pos_weight(Y, sample_weight)
-        n_iter = n_unconverged = 0
-        # One model: its fits share X's Gram matrix and warm-start each other.
-        model = self._model(_PathModel, warm_start=True)
-        held = None
-        for C in np.unique(C_per_label):
-            labels = np.flatnonzero(C_per_label >= C)
-            if held is not None:
-                model.keep_labels(np.searchsorted(held, labels))
-            model.set_params(C=C, pos_weight=None if pos_weight is None else pos_weight[labels])
-            n_unconverged = max(n_unconverged,
-                                _fit_quietly(model, X, Y[:, labels], sample_weight))
-            held = labels
-            done = C_per_label[labels] == C
-            coef[labels[done]] = model.coef_[:len(labels)][done]
-            intercept[labels[done]] = model.intercept_[:len(labels)][done]
-            n_iter = max(n_iter, model.n_iter_)
-            self.solver_ = model.solver_
+        for labels, result in zip(groups, results):
+            coef[labels], intercept[labels] = result.coef, result.intercept
+        n_unconverged = max(result.n_unconverged for result in results)
         if n_unconverged:
             warnings.warn(
                 f"MultiLabelLogisticCV: the refit did not converge within max_iter="
@@ -689,7 +721,8 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 ConvergenceWarning,
             )
         self.coef_, self.intercept_ = coef, intercept
-        self.refit_n_iter_ = n_iter
+        self.refit_n_iter_ = max(result.n_iter for result in results)
+        self.solver_ = results[-1].solver
         self.pos_weight_ = pos_weight
         self._fitted_shape = coef.shape
 
