@@ -97,17 +97,17 @@ def test_logistic_cv_folds_on_a_cluster_match_the_local_run(client, digits):
     from skbce import MultiLabelLogisticCV
 
     X_train, _, Y_train, _ = digits
-    model = MultiLabelLogisticCV(Cs=[0.01, 1.0, 100.0], cv=KFold(3))
-    local = model.fit(X_train, Y_train)
-    local_scores, local_coef = local.scores_.copy(), local.coef_.copy()
+    # The refit deals the labels out to the workers: fits of other groups of
+    # labels, equal within tol.
+    params = dict(Cs=[0.01, 1.0, 100.0], cv=KFold(3), tol=1e-9)
+    local = MultiLabelLogisticCV(**params).fit(X_train, Y_train)
     with distributed.get_task_stream(client) as tasks:
         with joblib.parallel_backend("dask"):
-            remote = MultiLabelLogisticCV(Cs=[0.01, 1.0, 100.0], cv=KFold(3), n_jobs=-1).fit(
-                X_train, Y_train)
+            remote = MultiLabelLogisticCV(**params, n_jobs=-1).fit(X_train, Y_train)
     assert tasks.data, "no task ran on the cluster"
-    np.testing.assert_allclose(remote.scores_, local_scores, rtol=1e-7)
+    np.testing.assert_allclose(remote.scores_, local.scores_, rtol=1e-7)
     np.testing.assert_array_equal(remote.C_, local.C_)
-    np.testing.assert_allclose(remote.coef_, local_coef, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=1e-6, atol=1e-7)
 
 
 def synthetic(n_rows=3600, n_features=30, n_labels=5, seed=5):
