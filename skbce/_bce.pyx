@@ -300,11 +300,16 @@ cdef inline floating logit_gradient(
     cdef floating sig_neg = sig_small if z >= <floating> 0 else sig_big
     cdef floating up = (<floating> 1 - y) * sig_pos
     cdef floating down = pos_weight * y * sig_neg
-    # The vector path is good to about 1.5 ulps of the larger term, so
-    # within 4 ulps of the difference where the terms differ by more than a
-    # factor 2 (float32: 4, as its extra-precision pass is cheap).
-    cdef floating factor = 4 if floating is float else 2
-    cancels[0] = (up < factor * down) & (down < factor * up)
+    # float64: the vector path is good to about 1.5 ulps of the larger term,
+    # so within 4 ulps of the difference where the terms differ by more than
+    # a factor 2. float32: its vector exp and division leave up to 3.3 ulps
+    # of the larger term (AVX2), too close to the bound even without
+    # cancellation, and its extra-precision pass is cheap: every entry with
+    # two non-zero terms (a soft target) is redone.
+    if floating is float:
+        cancels[0] = (up > 0) & (down > 0)
+    else:
+        cancels[0] = (up < 2 * down) & (down < 2 * up)
     return up - down
 
 
