@@ -26,7 +26,11 @@ For each variant the table gives
   took.) A fit on a few rows comes first: the memory of the code it loads
   on the workers (modules, BLAS buffers) is not the fit's.
 * ``dask-ml``: ``dask_ml.linear_model.LogisticRegression()`` (its defaults:
-  ADMM, ``C=1``; ``--dask-ml-solver`` picks another) fitting the FIRST label alone on the same dask arrays; its
+  ADMM, ``C=1``; ``--dask-ml-solver`` picks another) fitting the FIRST label
+  alone on the same dask arrays. Its ADMM is slow on this cluster: one
+  label of 50,000 x 100 rows in 4 chunks took 185 s, and of 250,000 rows
+  in 8 chunks had not finished after 13 minutes; at the full size run it
+  with ``--dask-ml-solver lbfgs``. Its
   time against skbce's fit of all labels, and both models' objectives for
   that label as skbce and scikit-learn define it, ``sum_i loss_i + ||w||^2 /
   (2 C)`` over the rows (intercept unpenalised); goal: skbce fits all labels
