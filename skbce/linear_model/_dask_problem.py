@@ -786,6 +786,9 @@ class DaskLinearBCE(LinearBCE):
             self._speculate, self._wants = hit, want_hess
             if not (hit and ahead["sums"] is not None and ahead["want_hess"] >= want_hess
                     and ahead["hess_dtype"] == hess_dtype):
+                if ahead is not None and ahead["H"] is not None and self._spare is None:
+                    # Curvature computed ahead for nothing: its memory serves the sweep.
+                    self._spare = ahead["H"]
                 ahead = None
         if ahead is not None:
             sums, H = ahead["sums"], ahead["H"]
