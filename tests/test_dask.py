@@ -441,7 +441,7 @@ def test_affine_logits_do_the_arithmetic_of_their_values():
 
 @pytest.mark.parametrize("chunk_kind", ["dense", "unaligned", "sparse"])
 def test_a_chunk_swept_in_row_blocks_gives_the_whole_chunk_results(monkeypatch, chunk_kind):
-    from skbce.linear_model import _dask_problem
+    from skbce.linear_model import _dask_chunks
 
     rng = np.random.default_rng(4)
     n, d, k = 1000, 7, 5
@@ -455,7 +455,7 @@ def test_a_chunk_swept_in_row_blocks_gives_the_whole_chunk_results(monkeypatch, 
         X = unaligned
         assert not X.flags.aligned
     Y = (rng.uniform(size=(n, k)) < 0.4).astype(np.uint8)
-    problem = _dask_problem._chunk_problem(X, Y, rng.uniform(0.5, 2, size=n), 3.0 * n,
+    problem = _dask_chunks._chunk_problem(X, Y, rng.uniform(0.5, 2, size=n), 3.0 * n,
                                            rng.uniform(0.5, 2, size=k), True, 0.1)
     problem.set_active(np.array([4, 0, 2, 3]))
     cols = np.array([0, 2, 3])
@@ -466,10 +466,10 @@ def test_a_chunk_swept_in_row_blocks_gives_the_whole_chunk_results(monkeypatch, 
     V, vb = rng.normal(size=(d, 3)), rng.normal(size=3)
     expected_hessp = problem.hessp(V, vb, H)
 
-    monkeypatch.setattr(_dask_problem, "_SWEEP_BLOCK_BYTES", 3 * 256 * 8)  # 4 blocks
-    assert len(list(_dask_problem._row_blocks(problem, 3))) == 4
+    monkeypatch.setattr(_dask_chunks, "_SWEEP_BLOCK_BYTES", 3 * 256 * 8)  # 4 blocks
+    assert len(list(_dask_chunks._row_blocks(problem, 3))) == 4
     spare = np.empty((n, 4))
-    sums, swept = _dask_problem._sweep(problem, A, c, cols, True, True, np.dtype(np.float64),
+    sums, swept = _dask_chunks._sweep(problem, A, c, cols, True, True, np.dtype(np.float64),
                                        spare)
     for got, want in zip(sums, expected):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
@@ -478,7 +478,7 @@ def test_a_chunk_swept_in_row_blocks_gives_the_whole_chunk_results(monkeypatch, 
     # The curvature of all four active labels, of which the product reads three.
     wide = np.empty((n, 4))
     wide[:, [0, 2, 3]], wide[:, 1] = H, 7.0
-    for got, want in zip(_dask_problem._hessp(problem, V, vb, cols, wide), expected_hessp):
+    for got, want in zip(_dask_chunks._hessp(problem, V, vb, cols, wide), expected_hessp):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
 

@@ -17,7 +17,8 @@ solvers' logits are :class:`AffineLogits`, the pair ``(A, c)`` of
 ``X @ A + c``, held on the client: their arithmetic is coefficient
 arithmetic, and nothing per-sample travels or waits on the workers. A
 worker forms the logits of a chunk only inside the task that needs them,
-in row blocks of about 1 MiB of logits (:func:`_sweep`), and one task per chunk gives
+in row blocks of about 1 MiB of logits
+(:func:`~skbce.linear_model._dask_chunks._sweep`), and one task per chunk gives
 the loss, the gradient ``X.T @ G`` and the sums of the gradient and the
 curvature in one sweep. What a worker keeps between tasks is newton-cg's
 curvature weights, one value per sample and label (:class:`Curvature`);
@@ -36,6 +37,10 @@ What does not apply to a distributed problem says so through the interface
 rather than through branches in the solvers: there is no float32 twin of
 the chunks (``mixed_precision_cg`` is False). The Gram preconditioner does
 apply to dense chunks: its matrix is a sum over rows, coefficient-sized.
+
+This module is the client side, the problem the solvers call; the tasks it
+runs on each chunk are :mod:`skbce.linear_model._dask_chunks`, the
+per-sample arrays it hands the solvers :mod:`skbce.linear_model._dask_logits`.
 """
 
 import copy
@@ -44,10 +49,18 @@ import operator
 import weakref
 
 import numpy as np
-from dask.sizeof import sizeof
 from scipy import sparse
 
-from skbce._kernels import max_threads
+from skbce.linear_model._dask_chunks import (
+    _call,
+    _chunk_epoch,
+    _chunk_problem,
+    _hessp,
+    _row_norm_summary,
+    _sweep,
+    _with_labels,
+)
+from skbce.linear_model._dask_logits import AffineLogits, Curvature, LogitGradient, _Blocks
 from skbce.linear_model._problem import (
     GRAM_MAX_FEATURES,
     LinearBCE,
@@ -56,13 +69,6 @@ from skbce.linear_model._problem import (
 )
 
 __all__ = ["AffineLogits", "DaskLinearBCE"]
-
-# Entries per OpenMP thread below which a worker's kernels run on one thread
-# (as in the estimator).
-_MIN_ENTRIES_PER_THREAD = 20_000
-# Bytes of one row block's logits inside a worker's sweep over its chunk: the
-# sweep's temporaries (logits, gradient, curvature) are a few such blocks.
-_SWEEP_BLOCK_BYTES = 2**20
 
 
 def _client():
@@ -87,443 +93,6 @@ def _submit_at(client, worker, func, *args):
 def _sum_in_order(parts):
     """The sum of gathered per-chunk results, in chunk order (deterministic)."""
     return functools.reduce(operator.add, parts)
-
-
-# -- per-sample arrays, as the solvers see them ---------------------------------
-
-
-class AffineLogits(np.lib.mixins.NDArrayOperatorsMixin):
-    """The ``(n_samples, k)`` logits ``X @ A + c`` of the chunks, held as ``(A, c)``.
-
-    Supports what the solvers do with logits: sums and differences,
-    products with scalars and per-label vectors, ``Z[:, cols]`` and
-    ``Z[:, cols] = other``, ``Z[...] = b``, ``np.concatenate(..., axis=1)``,
-    ``np.copyto(Z, other, where=per_label_mask)``, ``np.empty_like``,
-    ``copy`` and ``astype``. Each of these is the same operation on the
-    coefficients; ``A`` and ``c`` are never written to once made, so
-    sharing them between objects is safe. Converting it to a numpy array
-    is an error: it would bring per-sample data to the client.
-    """
-
-    ndim = 2
-
-    def __init__(self, A, c, n_samples):
-        self.A = A
-        self.c = c
-        self.n_samples = int(n_samples)
-
-    @property
-    def shape(self):
-        return (self.n_samples, self.A.shape[1])
-
-    @property
-    def dtype(self):
-        return self.A.dtype
-
-    @property
-    def size(self):
-        return self.shape[0] * self.shape[1]
-
-    def __len__(self):
-        return self.n_samples
-
-    def __repr__(self):
-        return f"AffineLogits(shape={self.shape}, dtype={self.dtype})"
-
-    def __array__(self, dtype=None, copy=None):
-        raise TypeError(
-            "AffineLogits are the logits of dask chunks, held as coefficients; they are "
-            "not converted to a numpy array (that would gather them on the client)."
-        )
-
-    def _like(self, A, c):
-        return AffineLogits(A, c, self.n_samples)
-
-    def _assign(self, other):
-        """Become ``other`` (in place, as seen by every name bound to this object)."""
-        self.A, self.c = other.A, other.c
-
-    # numpy protocols ---------------------------------------------------------
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        if method != "__call__" or kwargs:
-            return NotImplemented
-        result = _affine_ufunc(ufunc, inputs)
-        if result is NotImplemented:
-            return result
-        if out is not None:
-            (target,) = out
-            if not isinstance(target, AffineLogits):
-                return NotImplemented
-            target._assign(result)
-            return target
-        return result
-
-    def __array_function__(self, func, types, args, kwargs):
-        handler = _FUNCTIONS.get(func)
-        if handler is None or not all(issubclass(t, (AffineLogits, np.ndarray)) for t in types):
-            return NotImplemented
-        return handler(*args, **kwargs)
-
-    # indexing ---------------------------------------------------------------
-
-    def __getitem__(self, key):
-        cols = _columns(key, self.shape[1])
-        if isinstance(cols, slice):
-            return self
-        return self._like(np.ascontiguousarray(self.A[:, cols]), self.c[cols])
-
-    def __setitem__(self, key, value):
-        cols = _columns(key, self.shape[1])
-        A, c = self.A.copy(), self.c.copy()
-        if isinstance(value, AffineLogits):
-            A[:, cols], c[cols] = value.A, value.c
-        else:
-            # A per-label constant: logits that do not depend on X.
-            A[:, cols] = 0
-            c[cols] = np.broadcast_to(np.asarray(value, dtype=c.dtype), c[cols].shape)
-        self.A, self.c = A, c
-
-    def copy(self):
-        return self._like(self.A, self.c)
-
-    def astype(self, dtype, copy=True):
-        dtype = np.dtype(dtype)
-        if dtype == self.dtype:
-            return self.copy() if copy else self
-        return self._like(self.A.astype(dtype), self.c.astype(dtype))
-
-
-def _columns(key, n_cols):
-    """The column index of ``Z[:, cols]`` or ``Z[...]``, as an index array or slice."""
-    if key is Ellipsis:
-        return slice(None)
-    if (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], slice)
-            and key[0] == slice(None)):
-        cols = key[1]
-        if isinstance(cols, slice):
-            return np.arange(n_cols)[cols]
-        cols = np.asarray(cols)
-        if cols.dtype == bool:
-            return np.flatnonzero(cols)
-        return cols.astype(np.intp, copy=False)
-    raise IndexError(f"AffineLogits support Z[:, columns] and Z[...], not Z[{key!r}].")
-
-
-def _per_label(value, k):
-    """A scalar or per-label vector as a ``(k,)`` array, or None if it is neither."""
-    if isinstance(value, AffineLogits):
-        return None
-    value = np.asarray(value)
-    if value.ndim == 2 and value.shape[0] == 1:
-        value = value[0]
-    if value.ndim > 1 or (value.ndim == 1 and value.shape[0] not in (1, k)):
-        return None
-    return np.broadcast_to(value, (k,))
-
-
-def _affine_ufunc(ufunc, inputs):
-    """``ufunc(*inputs)`` on logits, where the result is affine in coefficients."""
-    first = next(a for a in inputs if isinstance(a, AffineLogits))
-    k, dtype, n = first.shape[1], first.dtype, first.n_samples
-
-    def cast(array):
-        return np.asarray(array, dtype=dtype)
-
-    if ufunc is np.negative:
-        return first._like(-first.A, -first.c)
-    if ufunc is np.positive:
-        return first.copy()
-    if len(inputs) != 2:
-        return NotImplemented
-    a, b = inputs
-    if ufunc in (np.add, np.subtract):
-        sign = 1 if ufunc is np.add else -1
-        if isinstance(a, AffineLogits) and isinstance(b, AffineLogits):
-            if a.shape != b.shape:
-                raise ValueError(f"AffineLogits of shapes {a.shape} and {b.shape}.")
-            return AffineLogits(cast(a.A + sign * b.A), cast(a.c + sign * b.c), n)
-        if isinstance(a, AffineLogits):
-            v = _per_label(b, k)
-            return NotImplemented if v is None else AffineLogits(a.A, cast(a.c + sign * v), n)
-        v = _per_label(a, k)
-        if v is None:
-            return NotImplemented
-        return AffineLogits(cast(sign * b.A), cast(v + sign * b.c), n)
-    if ufunc in (np.multiply, np.true_divide):
-        if isinstance(a, AffineLogits) and isinstance(b, AffineLogits):
-            raise TypeError("The product of two arrays of logits is not affine.")
-        if ufunc is np.true_divide and not isinstance(a, AffineLogits):
-            raise TypeError("Dividing by logits is not affine.")
-        logits, other = (a, b) if isinstance(a, AffineLogits) else (b, a)
-        v = _per_label(other, k)
-        if v is None:
-            return NotImplemented
-        v = 1 / v if ufunc is np.true_divide else v
-        return AffineLogits(cast(logits.A * v), cast(logits.c * v), n)
-    return NotImplemented
-
-
-def _concatenate(arrays, axis=0):
-    if axis not in (1, -1) or not all(isinstance(a, AffineLogits) for a in arrays):
-        raise ValueError("AffineLogits are concatenated along their columns (axis=1) only.")
-    first = arrays[0]
-    return first._like(np.concatenate([a.A for a in arrays], axis=1),
-                       np.concatenate([a.c for a in arrays]))
-
-
-def _copyto(dst, src, casting="same_kind", where=True):
-    mask = np.broadcast_to(np.asarray(where, dtype=bool).reshape(-1), (dst.shape[1],))
-    src = src if isinstance(src, AffineLogits) else AffineLogits(
-        np.zeros_like(dst.A), np.broadcast_to(np.asarray(src, dst.dtype), dst.c.shape), len(dst))
-    A, c = dst.A.copy(), dst.c.copy()
-    A[:, mask], c[mask] = src.A[:, mask], src.c[mask]
-    dst.A, dst.c = A, c
-
-
-def _empty_like(prototype, dtype=None, order="K", subok=True, shape=None, **kwargs):
-    dtype = prototype.dtype if dtype is None else np.dtype(dtype)
-    return prototype._like(np.zeros(prototype.A.shape, dtype), np.zeros(prototype.c.shape, dtype))
-
-
-_FUNCTIONS = {np.concatenate: _concatenate, np.copyto: _copyto, np.empty_like: _empty_like}
-
-
-class LogitGradient:
-    """The gradient ``G`` of the loss wrt the logits, as the solvers use it.
-
-    The solvers use ``G`` only through ``X.T @ G`` and its column sums,
-    which the sweep that evaluated the loss computed with it: they are
-    kept, not ``G``.
-    """
-
-    ndim = 2
-
-    def __init__(self, backward, column_sums, n_samples):
-        self.backward = backward
-        self.column_sums = column_sums
-        self.shape = (int(n_samples), backward.shape[1])
-        self.dtype = backward.dtype
-
-    def sum(self, axis=None, dtype=None):
-        if axis not in (0, -2):
-            raise ValueError("A LogitGradient sums over its rows only (axis=0).")
-        return self.column_sums.astype(self.dtype if dtype is None else dtype)
-
-    def __getitem__(self, key):
-        cols = _columns(key, self.shape[1])
-        if isinstance(cols, slice):
-            return self
-        return LogitGradient(np.ascontiguousarray(self.backward[:, cols]),
-                             self.column_sums[cols], self.shape[0])
-
-
-class _Blocks:
-    """The futures of one array's blocks, shared by the views of the array."""
-
-    def __init__(self, futures):
-        self.futures = futures
-
-
-class Curvature:
-    """The curvature weights ``D`` of the loss wrt the logits, on the workers.
-
-    One block per chunk (a future), of the labels the sweep evaluated;
-    ``cols`` selects those the solver still uses, so that dropping labels
-    copies nothing (the products read the columns they need, block by
-    block). Its column sums came with it.
-    """
-
-    ndim = 2
-
-    def __init__(self, blocks, cols, column_sums, n_samples, dtype):
-        self.blocks = blocks
-        self.cols = cols  # None: all the blocks' columns
-        self.column_sums = column_sums
-        self.shape = (int(n_samples), len(column_sums))
-        self.dtype = np.dtype(dtype)
-
-    def __array__(self, dtype=None, copy=None):
-        raise TypeError("Curvature weights stay on the dask workers.")
-
-    def sum(self, axis=None, dtype=None):
-        if axis not in (0, -2):
-            raise ValueError("Curvature weights sum over their rows only (axis=0).")
-        return self.column_sums.astype(self.dtype if dtype is None else dtype)
-
-    def __getitem__(self, key):
-        cols = _columns(key, self.shape[1])
-        if isinstance(cols, slice):
-            return self
-        base = cols if self.cols is None else self.cols[cols]
-        return Curvature(self.blocks, base, self.column_sums[cols], self.shape[0], self.dtype)
-
-
-# -- the tasks on a chunk ------------------------------------------------------------
-
-
-@sizeof.register(LinearBCE)
-def _sizeof_problem(problem):
-    """The bytes of a chunk's problem: its data, not the object's few attributes.
-
-    dask's scheduler keeps tasks next to their largest inputs by these
-    sizes; seen as tiny, a chunk's problem (and its rows of ``X``) would be
-    copied to wherever another task's input happens to be.
-    """
-    X = problem.X
-    size = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if sparse.issparse(X)
-            else X.nbytes)
-    for array in (problem.Y_all, problem.sw):
-        size += 0 if array is None else array.nbytes
-    return int(size)
-
-
-def _chunk_problem(X, Y, sample_weight, total_weight, pos_weight, fit_intercept,
-                   label_smoothing):
-    """The in-memory problem of one chunk of rows, with globally normalised weights."""
-    if sparse.issparse(X):
-        X = X.tocsr()
-        values = X.data
-    else:
-        X = np.ascontiguousarray(X)
-        values = X
-    if not np.all(np.isfinite(values)):
-        raise ValueError("Input X contains NaN or infinity.")
-    n = X.shape[0]
-    threads = max(1, min(max_threads(), Y.size // _MIN_ENTRIES_PER_THREAD))
-    product_threads = (max(1, min(max_threads(), X.nnz // _MIN_ENTRIES_PER_THREAD))
-                       if sparse.issparse(X) else None)
-    problem = LinearBCE(X, Y, None, pos_weight, 0.0, 0.0, fit_intercept, threads,
-                        label_smoothing=label_smoothing, product_threads=product_threads)
-    # Weights normalised by the total of all chunks: this chunk's loss and
-    # derivatives are its share of the global ones.
-    weights = (np.full(n, 1.0 / total_weight) if sample_weight is None
-               else np.asarray(sample_weight, dtype=np.float64) / total_weight)
-    problem.sw = np.ascontiguousarray(weights, dtype=problem.dtype)
-    if sparse.issparse(X):
-        # Cached now, while the worker holds no curvature yet: its count
-        # takes a float64 weight per non-zero for a moment (on the sparse
-        # benchmark a worker's peak went from 1.6x to 1.9x its chunks when
-        # newton-cg's preconditioner first asked for it mid-fit).
-        problem.nonzero_weights()
-    return problem
-
-
-def _with_labels(problem, labels, active):
-    """A shallow copy restricted to ``labels`` (None: all), with ``active`` active."""
-    if labels is not None:
-        problem = problem.subproblem(labels)
-    else:
-        problem = copy.copy(problem)
-    problem.set_active(active)
-    return problem
-
-
-def _row_blocks(problem, n_labels):
-    """The chunk's problem on consecutive blocks of rows, one at a time.
-
-    Views of the chunk, except that the rows of a dense ``X`` whose memory
-    is not aligned to its dtype are copied, block by block: an array
-    received from another process can start at any byte of its message,
-    and numpy's products do not hand such an array to BLAS (measured:
-    13107 x 100 float32, one thread, ``X @ W`` 1.6x and ``X.T @ G`` 2.5x
-    the time on aligned rows; a copy of the block costs a fraction of that).
-    """
-    step = max(256, _SWEEP_BLOCK_BYTES // (problem.dtype.itemsize * max(1, n_labels)))
-    if problem.X is not None and not sparse.issparse(problem.X):
-        # ... and a dense block's rows (copied, if unaligned) at most 4 such
-        # blocks: with few labels left, the logits' rule alone made copies of
-        # 32 MiB, two alive at once (dense benchmark: worker peak 1.46x -> 1.23x).
-        step = min(step, max(256, 4 * _SWEEP_BLOCK_BYTES
-                             // (problem.dtype.itemsize * max(1, problem.n_features))))
-    for start in range(0, problem.n_samples, step):
-        block = problem.row_block(slice(start, min(start + step, problem.n_samples)))
-        if block.X is not None and not block.X.flags.aligned:
-            block.X = np.array(block.X)
-        yield block
-
-
-def _sweep(problem, A, c, cols, want_grad, want_hess, hess_dtype, spare=None):
-    """Loss, ``X.T @ G``, the sums of ``G`` and ``H``, and ``H``, at logits ``X @ A + c``.
-
-    One pass over the chunk in row blocks: a block's logits and their
-    derivatives exist only while the block is processed (its rows of ``X``
-    are still in cache for the backward product); the curvature ``H`` (if
-    wanted) is the one per-sample array kept, as the second part of the
-    result, in the memory of ``spare`` if that fits.
-    """
-    k = A.shape[1]
-    loss = np.zeros(k)
-    gW = np.zeros((problem.n_features, k), dtype=problem.dtype) if want_grad else None
-    g_sum = np.zeros(k)
-    h_sum = np.zeros(k)
-    H = _buffer(spare, (problem.n_samples, k), hess_dtype) if want_hess else None
-    # Column sums as products with ones (BLAS): numpy's sum over the rows
-    # of a narrow array took as long as the loss.
-    ones = None
-    start = 0
-    for block in _row_blocks(problem, k):
-        if ones is None:
-            ones = np.ones(block.n_samples, dtype=problem.dtype)
-        Z = block.linear(A, c)
-        out = block.loss_grad_logits(Z, want_grad=want_grad or want_hess, want_hess=want_hess,
-                                     cols=cols, hess_dtype=hess_dtype)
-        del Z
-        loss += out[0]
-        n = block.n_samples
-        if want_grad:
-            gW += block.backward(out[1])
-            g_sum += ones[:n] @ out[1]
-        if want_hess:
-            H[start:start + n] = out[2]
-            h_sum += ones[:n].astype(hess_dtype, copy=False) @ out[2]
-        start += n
-    return (loss, gW, g_sum, h_sum), H
-
-
-def _buffer(spare, shape, dtype):
-    """An array of ``shape``: the memory of ``spare`` (an array no one uses) if it fits."""
-    size = shape[0] * shape[1]
-    if spare is not None and spare.dtype == dtype and spare.size >= size:
-        return spare.reshape(-1)[:size].reshape(shape)
-    return np.empty(shape, dtype=dtype)
-
-
-def _hessp(problem, V, vb, cols, H):
-    """``(X.T @ U, U.sum(0))`` for ``U = H[:, cols] * (X @ V + vb)``, block by block."""
-    k = V.shape[1]
-    HW = np.zeros((problem.n_features, k), dtype=problem.dtype)
-    Hb = np.zeros(k, dtype=problem.dtype)
-    start = 0
-    for block in _row_blocks(problem, k):
-        D = H[start:start + block.n_samples]
-        start += block.n_samples
-        if cols is not None:
-            D = np.ascontiguousarray(D[:, cols])
-        part_W, part_b = block.hessp(V, vb, D)
-        HW += part_W
-        Hb += part_b
-    return HW, Hb
-
-
-def _row_norm_summary(problem, feature_weights):
-    """The largest squared row norm of the chunk, the sum of them, as float64."""
-    sq = problem.squared_row_norms(feature_weights)
-    return (float(sq.max()) if sq.size else 0.0), float(sq.sum())
-
-
-def _chunk_epoch(chunk, epoch, W, b, state, seed, alpha, beta, options):
-    """SGD's epoch over one chunk, with the whole problem's penalty; returns its results."""
-    problem = copy.copy(chunk)
-    problem.alpha, problem.beta = alpha, beta
-    # (Received arrays may be read-only views of the message.)
-    W, b = np.array(W), np.array(b)
-    epoch(problem, W, b, state, rng=np.random.default_rng(seed), **options)
-    return W, b, state
-
-
-def _call(problem, method, *args):
-    return getattr(problem, method)(*args)
 
 
 # -- the problem ---------------------------------------------------------------
