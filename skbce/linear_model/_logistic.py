@@ -2,12 +2,9 @@
 
 import time
 import warnings
-from contextlib import ExitStack
-from functools import lru_cache
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import effective_n_jobs
 from scipy import sparse
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -16,18 +13,10 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
-from threadpoolctl import ThreadpoolController
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skbce._dispatch import is_dask_collection
-from skbce._kernels import max_threads
-from skbce.linear_model import _newton_cg, _problem, _sgd, _solver_choice
-from skbce.linear_model._partial_fit import _Pass
-from skbce.linear_model._problem import _check_magnitude
+from skbce.linear_model import _fit_inputs, _newton_cg, _partial_fit, _sgd, _solver_choice
 from skbce.linear_model._solver_base import SolverResult
 from skbce.linear_model._solver_choice import (
     _LBFGS_BLOCK,
@@ -35,23 +24,9 @@ from skbce.linear_model._solver_choice import (
     _exact_newton_pays,
     memory_budget,
 )
-from skbce.linear_model._targets import (
-    _nullable_label_dtype,
-    _weighted_column_sums,
-    encode_targets,
-)
+from skbce.linear_model._targets import encode_targets
 
 __all__ = ["MultiLabelLogistic"]
-
-# Below this many entries per thread a parallel loss pass costs more than it saves.
-_MIN_ENTRIES_PER_THREAD = 20_000
-# Below this many entries of a dense X, BLAS products run on one thread.
-_SMALL_DENSE = 2**20
-
-
-@lru_cache(maxsize=1)
-def _threadpool_controller():
-    return ThreadpoolController()
 
 
 class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
@@ -353,134 +328,19 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     # Input handling
     # ------------------------------------------------------------------
 
-    def _validate_X_y(self, X, y, reset):
-        nullable_dtype = _nullable_label_dtype(y)
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            accept_sparse=["csr", "csc"],
-            dtype=[np.float64, np.float32],
-            multi_output=True,
-            y_numeric=False,
-        )
-        if nullable_dtype is not None:
-            # validate_data makes pandas' nullable integer and boolean targets
-            # float64 (room for pd.NA, which it rejects): back to their type,
-            # so that classes_ and predict have it.
-            y = y.astype(nullable_dtype)
-        if sparse.issparse(X):
-            # int64 or int32 indices both work with scipy's products.
-            X = X.tocsr() if X.format not in ("csr", "csc") else X
-        return X, y
+    # What fit and partial_fit make of their arguments (_fit_inputs.py).
+    _validate_X_y = _fit_inputs.validate_X_y
+    _resolve_pos_weight = _fit_inputs.resolve_pos_weight
+    _smoothed = _fit_inputs.smoothed
+    _sample_weight = _fit_inputs.checked_sample_weight
+    _problem = _fit_inputs.make_problem
+    _kernel_threads = _fit_inputs.kernel_threads
+    _thread_limits = _fit_inputs.thread_limits
+    _initial_intercept = _fit_inputs.initial_intercept
 
     def _encode_targets(self, y, classes, dtype, first):
         """Targets as an (n_samples, n_labels) array in [0, 1] (see :func:`encode_targets`)."""
         return encode_targets(self, y, classes, dtype, first)
-
-    def _resolve_pos_weight(self, Y, sample_weight):
-        n_labels = Y.shape[1]
-        pw = self.pos_weight
-        if pw is None:
-            return None
-        if isinstance(pw, str):  # "balanced"
-            pos = self._smoothed(_weighted_column_sums(Y, sample_weight))
-            total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
-            neg = total - pos
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where((pos > 0) & (neg > 0), neg / np.where(pos > 0, pos, 1), 1.0)
-            return ratio
-        vector = np.asarray(pw, dtype=np.float64)
-        if vector.ndim == 0:
-            vector = np.full(n_labels, float(vector))
-        if vector.shape != (n_labels,):
-            raise ValueError(
-                f"pos_weight must be a number, 'balanced' or an array of shape "
-                f"({n_labels},), one per label; got shape {vector.shape}."
-            )
-        if not np.all(np.isfinite(vector)) or np.any(vector <= 0):
-            raise ValueError(f"pos_weight must be finite and positive; got {vector}.")
-        return vector
-
-    def _smoothed(self, mean):
-        """Means of the targets after label smoothing."""
-        return mean * (1 - self.label_smoothing) + self.label_smoothing / 2 if (
-            self.label_smoothing > 0) else mean
-
-    def _sample_weight(self, sample_weight, X):
-        if sample_weight is None:
-            return None
-        sw = _check_sample_weight(sample_weight, X, dtype=X.dtype, ensure_non_negative=True)
-        if not np.all(np.isfinite(sw)):
-            raise ValueError("sample_weight must be finite.")
-        if float(np.sum(sw, dtype=np.float64)) <= 0:
-            raise ValueError("sample_weight must not be all zero.")
-        return sw
-
-    def _problem(self, X, Y, sample_weight, pos_weight, total=None):
-        """The problem of ``X``, with the penalty weighed against ``total``
-        (default: the weight of ``X``'s rows)."""
-        if total is None:
-            total = X.shape[0] if sample_weight is None else float(
-                np.sum(sample_weight, dtype=np.float64))
-        if np.isinf(self.C):
-            alpha = beta = 0.0
-        else:
-            alpha = (1.0 - self.l1_ratio) / (self.C * total)
-            beta = self.l1_ratio / (self.C * total)
-        if is_dask_collection(X):
-            from skbce.linear_model._dask_problem import DaskLinearBCE
-
-            return DaskLinearBCE(X, Y, sample_weight, pos_weight, alpha, beta,
-                                 self.fit_intercept, label_smoothing=self.label_smoothing)
-        n_threads = self._kernel_threads(Y.size)
-        problem = _problem.LinearBCE(
-            X, Y, sample_weight, pos_weight, alpha, beta, self.fit_intercept, n_threads,
-            label_smoothing=self.label_smoothing,
-            product_threads=self._kernel_threads(X.nnz) if sparse.issparse(X) else None,
-        )
-        _check_magnitude(problem)
-        return problem
-
-    def _kernel_threads(self, n_entries):
-        # As scikit-learn's OpenMP-based estimators do, None uses every core
-        # OpenMP is allowed (OMP_NUM_THREADS, threadpoolctl); a number limits it.
-        limit = max_threads() if self.n_jobs is None else min(
-            max_threads(), effective_n_jobs(self.n_jobs))
-        return int(max(1, min(limit, n_entries // _MIN_ENTRIES_PER_THREAD)))
-
-    def _thread_limits(self, X):
-        """Thread limits of the BLAS and OpenMP pools for the fit.
-
-        ``n_jobs`` limits both. BLAS runs on one thread whatever ``n_jobs``
-        is for a small dense ``X``, as waking a second thread costs more than
-        it saves there (and much more on a busy machine), and for a sparse
-        ``X``: its products are OpenMP kernels, BLAS only does small vector
-        work between them, and its idle threads, spinning, take the cores from
-        the kernels' threads (bibtex, two cores: ``"lbfgs"`` 10.6 s with BLAS
-        on two threads, 3.6 s on one; ``"newton-cg"``, median of 6 fits,
-        1.32 s and 1.13 s).
-        """
-        stack = ExitStack()
-        controller = _threadpool_controller()
-        if self.n_jobs is not None:
-            stack.enter_context(controller.limit(limits=int(effective_n_jobs(self.n_jobs))))
-        if sparse.issparse(X) or X.shape[0] * X.shape[1] < _SMALL_DENSE:
-            stack.enter_context(controller.limit(limits=1, user_api="blas"))
-        return stack
-
-    def _initial_intercept(self, Y, sample_weight, pos_weight):
-        """The intercept of the best constant model: a good starting point."""
-        if not self.fit_intercept:
-            return np.zeros(Y.shape[1])
-        total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
-        mean = self._smoothed(_weighted_column_sums(Y, sample_weight) / total)
-        mean = np.clip(mean, 1e-6, 1 - 1e-6)
-        odds = mean / (1 - mean)
-        if pos_weight is not None:
-            odds = odds * pos_weight
-        return np.log(odds)
 
     def _resolved_solver(self, X=None, n_labels=None):
         """The solver to use; ``"auto"`` resolved for ``X`` and ``n_labels`` when given."""
@@ -677,26 +537,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         else:
             Y = self._encode_targets(y, None, dtype, first=False)
         sample_weight = self._sample_weight(sample_weight, X)
-        if first:
-            self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
-            n_labels, n_features = Y.shape[1], X.shape[1]
-            self._W = np.zeros((n_features, n_labels), dtype=dtype)
-            self._b = self._initial_intercept(Y, sample_weight, self.pos_weight_).astype(dtype)
-            self._sgd_rng = np.random.default_rng(
-                check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            self._sgd_state = None
-            self._pass = _Pass()
-            self.n_iter_ = 0
-            self.loss_curve_ = []
-        elif getattr(self, "_W", None) is None:
-            # Continue from a solution of fit.
-            self._W = np.ascontiguousarray(self.coef_.T, dtype=dtype)
-            self._b = np.array(self.intercept_, dtype=dtype)
-            if getattr(self, "_sgd_rng", None) is None:
-                self._sgd_rng = np.random.default_rng(
-                    check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            self._sgd_state = None
-            self._pass = _Pass()
+        _partial_fit.start(self, X, Y, sample_weight, dtype, first)
         W = self._W.astype(dtype, copy=False)
         b = self._b.astype(dtype, copy=False)
         self._pass.add(X.shape[0], X.shape[0] if sample_weight is None else float(
@@ -705,27 +546,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         with self._thread_limits(X):
             problem = self._problem(X, Y, sample_weight, self.pos_weight_,
                                     total=self._pass.weight)
-            if self._sgd_state is None:
-                batch = int(min(self.batch_size, X.shape[0]))
-                precond = _sgd.sgd_preconditioner(problem)
-                # Also the first chunk's curvature bound (a power iteration),
-                # which the row-norm bound exceeds up to n_features times: a
-                # few passes then go a long way (3600 x 30 Gaussian features,
-                # 6 chunks: 44% above fit's objective after 20 passes with
-                # the row-norm step, 0.2% with this). Either bounds the
-                # preconditioned curvature (its factors are at most 1).
-                step0 = max(_sgd.sgd_step_size(problem, batch, precond),
-                            1.0 / problem.lipschitz())
-                self._sgd_state = _sgd.SGDState(
-                    step0=step0, avg_start=self._step_decay(), precond=precond)
-            _sgd.sgd_epoch(
-                problem, W, b, self._sgd_state, batch_size=self.batch_size,
-                learning_rate=self.learning_rate, rng=self._sgd_rng,
-                decay_every=self._step_decay(),
-            )
-            W_avg, b_avg = self._pass.average(
-                self._sgd_state, W, b,
-                X.shape[0] if sample_weight is None else float(np.sum(sample_weight)))
+            W_avg, b_avg = _partial_fit.epoch(self, problem, X, W, b, sample_weight)
             objective = problem.objective(W_avg, b_avg)
         self._W, self._b = W, b
         result = SolverResult(

@@ -1,8 +1,17 @@
-"""The pass over the data that ``MultiLabelLogistic.partial_fit`` weighs its penalty against."""
+"""The machinery of ``MultiLabelLogistic.partial_fit``: its SGD state between calls.
+
+The pass over the data that it weighs its penalty against and averages its
+iterates over (:class:`_Pass`), the state it starts from (:func:`start`) and
+one call's epoch of SGD (:func:`epoch`). The method itself, with its
+documentation, is in :mod:`skbce.linear_model._logistic`.
+"""
 
 import numbers
 
 import numpy as np
+from sklearn.utils import check_random_state
+
+from skbce.linear_model import _sgd
 
 
 class _Pass:
@@ -63,3 +72,54 @@ class _Pass:
                 self._b += b.dtype.type(share) * (state.avg_b - self._b)
             self._count += state.n_avg
         return (self._W, self._b) if self._count else (W, b)
+
+
+def start(estimator, X, Y, sample_weight, dtype, first):
+    """partial_fit's state: new on the first call, else from a solution of fit if fit ran last."""
+    if first:
+        estimator.pos_weight_ = estimator._resolve_pos_weight(Y, sample_weight)
+        n_labels, n_features = Y.shape[1], X.shape[1]
+        estimator._W = np.zeros((n_features, n_labels), dtype=dtype)
+        estimator._b = estimator._initial_intercept(
+            Y, sample_weight, estimator.pos_weight_).astype(dtype)
+        estimator._sgd_rng = np.random.default_rng(
+            check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max))
+        estimator._sgd_state = None
+        estimator._pass = _Pass()
+        estimator.n_iter_ = 0
+        estimator.loss_curve_ = []
+    elif getattr(estimator, "_W", None) is None:
+        # Continue from a solution of fit.
+        estimator._W = np.ascontiguousarray(estimator.coef_.T, dtype=dtype)
+        estimator._b = np.array(estimator.intercept_, dtype=dtype)
+        if getattr(estimator, "_sgd_rng", None) is None:
+            estimator._sgd_rng = np.random.default_rng(
+                check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max))
+        estimator._sgd_state = None
+        estimator._pass = _Pass()
+
+
+def epoch(estimator, problem, X, W, b, sample_weight):
+    """One SGD epoch of partial_fit over ``problem``; the averaged iterates of the pass."""
+    if estimator._sgd_state is None:
+        batch = int(min(estimator.batch_size, X.shape[0]))
+        precond = _sgd.sgd_preconditioner(problem)
+        # Also the first chunk's curvature bound (a power iteration),
+        # which the row-norm bound exceeds up to n_features times: a
+        # few passes then go a long way (3600 x 30 Gaussian features,
+        # 6 chunks: 44% above fit's objective after 20 passes with
+        # the row-norm step, 0.2% with this). Either bounds the
+        # preconditioned curvature (its factors are at most 1).
+        step0 = max(_sgd.sgd_step_size(problem, batch, precond),
+                    1.0 / problem.lipschitz())
+        estimator._sgd_state = _sgd.SGDState(
+            step0=step0, avg_start=estimator._step_decay(), precond=precond)
+    _sgd.sgd_epoch(
+        problem, W, b, estimator._sgd_state, batch_size=estimator.batch_size,
+        learning_rate=estimator.learning_rate, rng=estimator._sgd_rng,
+        decay_every=estimator._step_decay(),
+    )
+    W_avg, b_avg = estimator._pass.average(
+        estimator._sgd_state, W, b,
+        X.shape[0] if sample_weight is None else float(np.sum(sample_weight)))
+    return W_avg, b_avg
