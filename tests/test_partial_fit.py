@@ -145,6 +145,8 @@ def test_newton_passes_reach_fit_on_ill_conditioned_data(C):
     model = passes(MultiLabelLogistic(C=C, random_state=0), X, Y)
     assert model._newton is not None and model._newton.passes == 20
     assert numpy_objective(model, X, Y, C) <= 1.005 * best
+    # Every label met fit's stopping rule, and later passes skipped it.
+    assert model._newton.converged.all()
     assert model.n_iter_ == 100 and model.n_samples_seen_ == 20 * len(X)
 
 

@@ -543,9 +543,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         the pass's rows -- and that step's point is the next pass's. The
         line search is spread over the passes, per label: if a pass finds
         its point's objective did not decrease enough, the next pass tries
-        a shorter step from the last good point. The model is each label's
-        last good point, so after the first pass it changes once per pass,
-        at its last call. The first pass (from scratch) computes the terms
+        a shorter step from the last good point. A label stops when its
+        gradient meets :meth:`fit`'s rule (max-norm at most ``tol``), and
+        later passes skip its terms. The model is each label's last good
+        point, so after the first pass it changes at most once per pass, at
+        its last call. The first pass (from scratch) computes the terms
         at all-zero logits and, meanwhile, gives SGD's estimate, changing
         with each call; that estimate is kept for a label until the Newton
         iterate is better. After :meth:`fit`, or with a new

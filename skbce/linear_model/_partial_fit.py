@@ -195,19 +195,20 @@ def newton_state(estimator, problem, first):
         W, b = np.zeros_like(estimator._W), np.zeros_like(estimator._b)
     else:
         W, b = estimator.coef_.T, estimator.intercept_
-    estimator._newton = NewtonPasses(W, b, passes.per_pass, sgd_first=first)
+    estimator._newton = NewtonPasses(W, b, passes.per_pass, first, estimator.tol)
     return estimator._newton
 
 
-def chunk_terms(estimator, problem, X, Y, sample_weight, W, b):
-    """The chunk's summed (not averaged) loss, gradient and Hessian of each label at ``(W, b)``.
+def chunk_terms(estimator, problem, X, Y, sample_weight, W, b, labels):
+    """The chunk's summed (not averaged) loss, gradient and Hessian at ``(W, b)``.
 
+    For the labels ``labels`` (``W``, ``b``: their coefficients):
     :meth:`LinearBCE.newton_terms` gives them as the means over the chunk's
     weight; a sparse chunk goes to it in dense blocks of rows.
     """
     if not sparse.issparse(X):
-        loss, grad, hess = problem.newton_terms(W, b)
-        return _weighted(loss, grad, hess, _weight(X.shape[0], sample_weight))
+        return _weighted(_active_terms(problem, W, b, labels),
+                         _weight(X.shape[0], sample_weight))
     X = X.tocsr()
     step = max(64, _DENSE_BLOCK_BYTES // max(1, X.shape[1] * X.dtype.itemsize))
     total = None
@@ -218,9 +219,18 @@ def chunk_terms(estimator, problem, X, Y, sample_weight, W, b):
         if weight <= 0:
             continue
         block = estimator._problem(X[rows].toarray(), Y[rows], sw, estimator.pos_weight_)
-        part = _weighted(*block.newton_terms(W, b), weight)
+        part = _weighted(_active_terms(block, W, b, labels), weight)
         total = part if total is None else tuple(t + p for t, p in zip(total, part))
     return total
+
+
+def _active_terms(problem, W, b, labels):
+    """``problem.newton_terms`` of the labels ``labels`` only."""
+    problem.set_active(labels)
+    try:
+        return problem.newton_terms(W, b)
+    finally:
+        problem.set_active(np.arange(problem.n_labels))
 
 
 def _weight(n_rows, sample_weight):
@@ -228,7 +238,8 @@ def _weight(n_rows, sample_weight):
         np.sum(sample_weight, dtype=np.float64))
 
 
-def _weighted(loss, grad, hess, weight):
+def _weighted(terms, weight):
+    loss, grad, hess = terms
     return loss * weight, grad * weight, hess.astype(np.float64) * weight
 
 
@@ -245,7 +256,8 @@ class NewtonPasses:
     slope at its point; a label whose objective did not decrease enough
     (Armijo) goes back to its last accepted point with a shorter step (the
     minimiser of the cubic through the two values and slopes, within [0.1,
-    0.5] of the step), and the pass after that tests it. The estimate is
+    0.5] of the step), and the pass after that tests it. A label whose
+    gradient meets fit's stopping rule stays where it is. The estimate is
     each label's last accepted point, the best known: it changes once per
     pass. From scratch, the Newton passes start from all logits 0 and SGD
     gives the estimate of the first pass (changing with every call); its
@@ -253,8 +265,11 @@ class NewtonPasses:
     iterate.
     """
 
-    def __init__(self, W, b, per_pass, sgd_first):
+    def __init__(self, W, b, per_pass, sgd_first, tol):
         self.per_pass = float(per_pass)
+        # A label whose gradient's max-norm is at most tol (fit's stopping
+        # rule) has converged: later passes skip its terms.
+        self.tol = float(tol)
         self.base_W = np.array(W, dtype=np.float64)  # (n_features, n_labels)
         self.base_b = np.array(b, dtype=np.float64)
         self.trial_W, self.trial_b = self.base_W.copy(), self.base_b.copy()
@@ -262,6 +277,7 @@ class NewtonPasses:
         self.f_base = None  # the objective at the base point, once a pass gave it
         self.step_W, self.step_b = np.zeros_like(self.base_W), np.zeros(k)
         self.t, self.slope = np.ones(k), np.zeros(k)
+        self.converged = np.zeros(k, dtype=bool)
         self.runs_sgd = bool(sgd_first)  # SGD gives the estimate of this pass
         # SGD's estimate after its pass, and its objective once the next pass gave it.
         self.sgd_W = self.sgd_b = self.f_sgd = None
@@ -280,10 +296,13 @@ class NewtonPasses:
         ``sgd_estimate``: the estimate of this call's SGD, in the SGD pass.
         """
         dtype = problem.dtype
-        terms = chunk_terms(estimator, problem, X, Y, sample_weight,
-                            self.trial_W.astype(dtype), self.trial_b.astype(dtype))
-        self.sums = terms if self.sums is None else tuple(
-            s + t for s, t in zip(self.sums, terms))
+        labels = np.flatnonzero(~self.converged)
+        if len(labels):
+            terms = chunk_terms(estimator, problem, X, Y, sample_weight,
+                                self.trial_W[:, labels].astype(dtype),
+                                self.trial_b[labels].astype(dtype), labels)
+            self.sums = terms if self.sums is None else tuple(
+                s + t for s, t in zip(self.sums, terms))
         weight = _weight(X.shape[0], sample_weight)
         if self.sgd_W is not None and self.f_sgd is None:
             # The pass after SGD's also gives its estimate's loss.
@@ -304,63 +323,66 @@ class NewtonPasses:
         self._new_pass()
 
     def _end_pass(self, alpha):
+        labels = np.flatnonzero(~self.converged)
+        if not len(labels):
+            return
         # A pass that overflowed (chunks that do not tile the data) is
         # averaged over the weight it got.
         loss, grad, hess = (s / self.weight for s in self.sums)
         d = self.base_W.shape[0]
-        f_trial = loss + 0.5 * alpha * np.einsum("ij,ij->j", self.trial_W, self.trial_W)
-        grad[:d] += alpha * self.trial_W
+        W = self.trial_W[:, labels]
+        f_trial = loss + 0.5 * alpha * np.einsum("ij,ij->j", W, W)
+        grad[:d] += alpha * W
         if self.f_base is None:
-            accepted = np.ones(len(f_trial), dtype=bool)
+            accepted = np.ones(len(labels), dtype=bool)
         else:
-            accepted = f_trial <= (self.f_base + _ARMIJO * self.t * self.slope
-                                   + _ROUNDING * np.abs(self.f_base))
-        self._backtrack(~accepted, f_trial, grad)
-        self._accept(accepted, f_trial, grad, hess, alpha, d)
+            t, slope, f_base = self.t[labels], self.slope[labels], self.f_base[labels]
+            accepted = f_trial <= f_base + _ARMIJO * t * slope + _ROUNDING * np.abs(f_base)
+        self._backtrack(labels[~accepted], f_trial[~accepted], grad[:, ~accepted])
+        self._accept(labels[accepted], f_trial[accepted], grad[:, accepted],
+                     hess[accepted], alpha, d)
         self.trial_W = self.base_W + self.t * self.step_W
         self.trial_b = self.base_b + self.t * self.step_b
 
-    def _accept(self, accepted, f_trial, grad, hess, alpha, d):
-        """Move the labels whose step was accepted, and give them their next step."""
-        if not accepted.any():
-            return
-        self.base_W[:, accepted] = self.trial_W[:, accepted]
-        self.base_b[accepted] = self.trial_b[accepted]
+    def _accept(self, labels, f_trial, grad, hess, alpha, d):
+        """Move the labels ``labels`` to their trial points; their next steps."""
+        self.base_W[:, labels] = self.trial_W[:, labels]
+        self.base_b[labels] = self.trial_b[labels]
         if self.f_base is None:
-            self.f_base = f_trial.copy()
-        self.f_base[accepted] = f_trial[accepted]
-        g = grad[:, accepted]
-        step = _newton_directions(hess[accepted], g, alpha, d)
-        self.step_W[:, accepted] = step[:d]
+            self.f_base = np.zeros(len(self.base_b))
+        self.f_base[labels] = f_trial
+        done = np.abs(grad).max(axis=0, initial=0.0) <= self.tol
+        self.converged[labels[done]] = True
+        step = _newton_directions(hess, grad, alpha, d)
+        step[:, done] = 0.0
+        self.step_W[:, labels] = step[:d]
         if step.shape[0] > d:
-            self.step_b[accepted] = step[d]
-        self.slope[accepted] = np.einsum("ij,ij->j", g, step)
-        self.t[accepted] = 1.0
+            self.step_b[labels] = step[d]
+        self.slope[labels] = np.einsum("ij,ij->j", grad, step)
+        self.t[labels] = 1.0
 
-    def _backtrack(self, rejected, f_trial, grad):
-        """A shorter step for the labels whose step did not decrease the objective.
+    def _backtrack(self, labels, f_trial, grad):
+        """Shorter steps for the labels ``labels``, whose step did not decrease the objective.
 
         Along the step ``p`` from the base, ``phi(s) = f(base + s p)`` is
         known at 0 and at the rejected ``t``, value and slope: the cubic
         through them has its minimiser in ``(0, t)`` (Nocedal & Wright,
         eq. 3.59); without one (a numerically flat cubic), half the step.
         """
-        if not rejected.any():
+        if not len(labels):
             return
-        self.n_backtracks += int(rejected.sum())
+        self.n_backtracks += len(labels)
         d = self.base_W.shape[0]
-        t, f0, d0 = self.t[rejected], self.f_base[rejected], self.slope[rejected]
-        step = self.step_W[:, rejected]
-        d1 = np.einsum("ij,ij->j", grad[:d, rejected], step)
+        t, f0, d0 = self.t[labels], self.f_base[labels], self.slope[labels]
+        d1 = np.einsum("ij,ij->j", grad[:d], self.step_W[:, labels])
         if grad.shape[0] > d:
-            d1 += grad[d, rejected] * self.step_b[rejected]
-        f1 = f_trial[rejected]
+            d1 += grad[d] * self.step_b[labels]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            e1 = d0 + d1 - 3 * (f1 - f0) / t
+            e1 = d0 + d1 - 3 * (f_trial - f0) / t
             e2 = np.sqrt(e1 * e1 - d0 * d1)
             best = t - t * (d1 + e2 - e1) / (d1 - d0 + 2 * e2)
         best = np.where(np.isfinite(best), best, 0.5 * t)
-        self.t[rejected] = np.clip(best, 0.1 * t, 0.5 * t)
+        self.t[labels] = np.clip(best, 0.1 * t, 0.5 * t)
 
     def published(self):
         """The estimate, ``(W, b)`` in float64: each label's best known point."""
