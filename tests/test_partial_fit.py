@@ -17,6 +17,7 @@ from sklearn import config_context
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from skbce import MultiLabelLogistic, binary_cross_entropy
+from skbce.linear_model._newton_passes import NewtonPasses, SampledNewtonPasses
 
 N_CHUNKS, CHUNK_ROWS = 6, 600
 
@@ -150,7 +151,12 @@ def test_newton_passes_reach_fit_on_ill_conditioned_data(C):
     assert model.n_iter_ == 100 and model.n_samples_seen_ == 20 * len(X)
 
 
-def test_newton_passes_with_weights_soft_targets_pos_weight_smoothing_float32_sparse():
+@pytest.mark.parametrize("working_memory, method", [
+    (1024, NewtonPasses),
+    (0.04, SampledNewtonPasses),  # 40 KiB: not the Hessians, a sample of rows
+])
+def test_newton_passes_with_weights_soft_targets_pos_weight_smoothing_float32_sparse(
+        working_memory, method):
     X, y = load_breast_cancer(return_X_y=True)
     X = ((X - X.mean(axis=0)) / X.std(axis=0)).astype(np.float32)
     rng = np.random.default_rng(3)
@@ -162,10 +168,14 @@ def test_newton_passes_with_weights_soft_targets_pos_weight_smoothing_float32_sp
     best, best_sparse = (numpy_objective(
         MultiLabelLogistic(tol=1e-8, **params).fit(A.astype(np.float64), Y, sample_weight=sw),
         A, Y, 0.5, sw, np.array([1.0, 2.0, 0.5]), 0.1) for A in (X, Xs))
-    dense = passes(MultiLabelLogistic(random_state=0, **params), X, Y, sample_weight=sw)
-    sparse_model = passes(MultiLabelLogistic(random_state=0, **params), Xs, Y,
-                          sample_weight=sw)
-    assert dense.coef_.dtype == np.float32 and dense._newton is not None
+    with config_context(working_memory=working_memory):
+        dense = passes(MultiLabelLogistic(random_state=0, **params), X, Y, sample_weight=sw)
+        sparse_model = passes(MultiLabelLogistic(random_state=0, **params), Xs, Y,
+                              sample_weight=sw)
+    for model in (dense, sparse_model):
+        assert type(model._newton) is method
+        assert getattr(model._newton, "rate", 0.0) < 1
+    assert dense.coef_.dtype == np.float32
     assert numpy_objective(dense, X, Y, 0.5, sw, np.array([1.0, 2.0, 0.5]), 0.1) <= (
         1.005 * best)
     assert numpy_objective(sparse_model, Xs, Y, 0.5, sw, np.array([1.0, 2.0, 0.5]),
@@ -223,15 +233,39 @@ def test_the_safeguard_backtracks_a_newton_step_that_overshoots():
     assert np.all(np.diff(curve) <= 1e-9 * curve[0]) and curve[-1] < 0.5 * curve[0]
 
 
-def test_above_the_hessian_budget_partial_fit_takes_sgd(data):
+def test_the_memory_budget_chooses_exact_or_sampled_hessians_or_sgd(data):
+    # 3600 x 30, 5 labels: the Hessians take 5 x 31^2 x (8 + 8 per thread
+    # and output) bytes, about 0.12-0.15 MiB.
     X, Y = data
-    with config_context(working_memory=0.01):  # 10 KiB: not the 31^2 x 5 Hessians
-        small = passes(MultiLabelLogistic(random_state=0), X, Y, n_passes=2)
-    with config_context(working_memory=1.0):  # 1 MiB: room for them
-        large = passes(MultiLabelLogistic(random_state=0), X, Y, n_passes=2)
-    assert small._newton is None and large._newton is not None
-    assert small.solver_ == "sgd" and large.solver_ == "newton-passes"
-    assert not np.array_equal(small.coef_, large.coef_)
+    models = {}
+    for working_memory in (0.01, 0.1, 1.0):
+        with config_context(working_memory=working_memory):
+            models[working_memory] = passes(MultiLabelLogistic(random_state=0), X, Y,
+                                            n_passes=2)
+    # 10 KiB: not even a sample of as many rows as coefficients: SGD.
+    assert models[0.01]._newton is None and models[0.01].solver_ == "sgd"
+    # 100 KiB: the Hessians of a sample of the rows.
+    sampled = models[0.1]._newton
+    assert type(sampled) is SampledNewtonPasses and 31 / 3600 < sampled.rate < 1
+    assert models[0.1].solver_ == "newton-passes"
+    # 1 MiB: the exact Hessians.
+    assert type(models[1.0]._newton) is NewtonPasses
+    assert not np.array_equal(models[0.01].coef_, models[1.0].coef_)
+
+
+@pytest.mark.parametrize("C", [1.0, 0.01])
+def test_sampled_hessians_reach_fit_on_ill_conditioned_data(C):
+    # Standardised digits in 0.5 MiB: a sample of a third of the rows, drawn
+    # by their share of each label's Hessian (a uniform one, at C=1, left
+    # every label unconverged and the objective 146 % above fit's).
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(axis=0)) / np.where(X.std(axis=0) > 0, X.std(axis=0), 1)
+    Y = (y[:, None] == np.arange(10)).astype(np.int8)
+    best = numpy_objective(MultiLabelLogistic(C=C, tol=1e-8).fit(X, Y), X, Y, C)
+    with config_context(working_memory=0.5):
+        model = passes(MultiLabelLogistic(C=C, random_state=0), X, Y)
+    assert type(model._newton) is SampledNewtonPasses and model._newton.rate < 0.5
+    assert numpy_objective(model, X, Y, C) <= 1.005 * best
 
 
 def test_a_stream_keeps_sgd_and_a_new_pass_length_restarts_newton(data):

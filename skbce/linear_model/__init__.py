@@ -7,7 +7,8 @@ Where things are:
   ``_solver_choice.py`` resolves ``solver="auto"`` and sizes the label blocks
   to the memory budget, ``_fit_inputs.py`` makes fit's arguments into
   validated data, weights and the problem, ``_partial_fit.py`` holds
-  partial_fit's SGD state between calls.
+  partial_fit's state between calls and its SGD epoch, ``_newton_passes.py``
+  its Newton steps over passes.
 * ``_cv.py`` -- :class:`MultiLabelLogisticCV`.
 * ``_problem.py`` -- ``LinearBCE``, the interface every solver calls (loss and
   gradient, curvature, Hessian-vector products, on coefficients of all
