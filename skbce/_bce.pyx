@@ -66,8 +66,8 @@ Two loop shapes cover every call:
 float32 stays float32 end to end: the math, and the sums of blocks of 256
 entries, which are then added in float64 (see "Loops" below) -- so float32
 inputs get float32 vector widths but not float32 rounding in the mean.
-Integer and bool targets are read as stored (int8, uint8, int64), a block at
-a time, with no conversion pass over the whole array.
+Integer and bool targets are read as stored (int8, uint8, int64) inside the
+vector loops themselves, with no conversion pass and no conversion buffer.
 
 Accuracy: the complement ``1 - p`` is never rounded into a logarithm
 (``log1p(-p)`` instead), so every elementwise loss and gradient is within a
@@ -314,12 +314,19 @@ cdef inline floating logit_gradient(
 
 
 # ----------------------------------------------------------------------------
-# Loops. ``loss_out`` / ``grad_out`` / ``weight`` may be NULL, and
-# ``hard_targets`` and ``check`` are fixed for a call: these tests are
-# loop-invariant and gcc unswitches them out of the vector loop (or, failing
-# that, if-converts them: the flags are branch-free ORs). The bare
-# reductions, the paths that matter most for speed, are written out on their
-# own.
+# Loops. ``loss_out`` / ``grad_out`` / ``weight`` may be NULL when they reach
+# a block function, and ``hard_targets`` and ``check`` are fixed for a call.
+# The bare reductions, the paths that matter most for speed, are written out
+# on their own.
+#
+# No loop tests a pointer: each block function picks, outside its loops, a
+# loop that reads and writes only arrays that exist. Where the general loop
+# has no weights it reads an array of ones (_ONES), and an output not wanted
+# goes to a scratch array on the thread's stack. A NULL test inside a
+# vectorised loop is if-converted by gcc into a masked load or store *at*
+# the NULL pointer (AVX2 vmaskmov, AVX-512 masks): undefined behaviour in C,
+# which the hardware happens to forgive, but qemu's AVX2 emulation does not
+# (reduction="none" from logits died with SIGSEGV under qemu -cpu Haswell).
 #
 # Each thread works through blocks of at most _BLOCK consecutive entries; a
 # block function sums its block's weighted losses in the working precision
@@ -337,16 +344,44 @@ cdef inline floating logit_gradient(
 # body: the vector log/exp calls clobber every vector register, and checking
 # before them spares gcc keeping y and p alive (spilled) across the calls.
 #
-# Integer targets are first converted, one block at a time, into a float
-# buffer on the thread's stack, and the block is then the float-target loop
-# on that buffer: the memory traffic is that of the small integers, and the
-# vector loop that of float targets (gcc 12 did not vectorise int8 targets
-# beside float64 probabilities in one loop at its default 256-bit width). An
-# invalid integer (2, -1) stays invalid as a float, and none is soft.
+# Integer targets are read in their own type inside the vector loop
+# (_read_target; for int8 under AVX2 gcc widens 32 targets a step). They used
+# to be converted a block at a time into a float buffer on the stack first.
+# That conversion loop was vectorised, but its burst of reads (2 KiB of int8
+# at once, then nothing for the rest of the block) ran ahead of the hardware
+# prefetcher: out of cache, half of its profile samples sat on the int8
+# load, and the int8 loss took 1.25-1.4x the time of the float64 one (10M
+# entries, AVX2, one thread); in the loop it takes 0.6-0.8x. The validity
+# tests of a target are separate functions (_target_invalid, _target_soft):
+# a soft-target bit computed and then masked off in the logit loops kept gcc
+# from vectorising them for float targets ("reduction used in loop").
 # ----------------------------------------------------------------------------
 
 cdef enum:
     _BLOCK = 2048
+
+
+# The weights of the general loops when none are given. Read-only after
+# import, shared by all threads; 16 KiB, so they stay in cache.
+cdef double _ONES64[_BLOCK]
+cdef float _ONES32[_BLOCK]
+cdef Py_ssize_t _i
+for _i in range(_BLOCK):
+    _ONES64[_i] = 1
+    _ONES32[_i] = 1
+
+
+cdef inline const floating *_or_ones(const floating *weight) noexcept nogil:
+    if weight != NULL:
+        return weight
+    if floating is float:
+        return _ONES32
+    else:
+        return _ONES64
+
+
+cdef inline floating *_or_scratch(floating *out, floating *scratch) noexcept nogil:
+    return scratch if out == NULL else out
 
 
 # Compile-time tags of the two probability formulas, for targets all 0 or 1
@@ -361,21 +396,36 @@ ctypedef fused formula_t:
     _soft
 
 
-cdef inline void _to_float(
-    const target_t *y, Py_ssize_t m, floating *out
-) noexcept nogil:
-    cdef Py_ssize_t e
-    for e in range(m):
-        out[e] = <floating> y[e]
+cdef inline void _read_target(target_t y, floating *value) noexcept nogil:
+    # *value receives y in the working precision. An int64 goes through int32
+    # because AVX2 has no vector int64 -> float conversion (gcc left the loop
+    # scalar): a target outside int32 is wrapped, but it is also flagged
+    # invalid by _target_invalid, and an invalid pass's numbers are discarded.
+    if target_t is int64_t:
+        value[0] = <floating> <int> y
+    else:
+        value[0] = <floating> y
 
 
-cdef inline int _prob_flags(floating y, floating p) noexcept nogil:
-    # 1 if y or p is invalid, | 2 if y is soft.
-    return _outside_unit(y) | _outside_unit(p) | (_strictly_inside_unit(y) << 1)
+cdef inline int _target_invalid(target_t y) noexcept nogil:
+    # 1 if y is not in [0, 1] (or is NaN). Integer targets are tested as
+    # integers.
+    if target_t is float or target_t is double:
+        return _outside_unit(y)
+    elif target_t is int64_t:
+        return (<uint64_t> y) > 1
+    elif target_t is int8_t:
+        return (<uint8_t> y) > 1
+    else:
+        return y > 1
 
 
-cdef inline int _logit_flags(floating y, floating z) noexcept nogil:
-    return _outside_unit(y) | _not_finite(z)
+cdef inline int _target_soft(target_t y) noexcept nogil:
+    # 1 if y is strictly inside (0, 1): never for integer targets.
+    if target_t is float or target_t is double:
+        return _strictly_inside_unit(y)
+    else:
+        return 0
 
 
 cdef inline floating _prob_entry(
@@ -383,9 +433,7 @@ cdef inline floating _prob_entry(
     floating grad_scale, floating *grad,
 ) noexcept nogil:
     # w * loss of one entry; *grad (a local: the caller decides whether to
-    # store it, so that its loop's stores are unconditional -- AVX2 has no
-    # masked store gcc uses, and a conditional store kept the loop scalar)
-    # receives the scaled gradient.
+    # store it) receives the scaled gradient.
     cdef floating pc = _clip(p, eps)
     if hard:
         grad[0] = grad_scale * w * prob_gradient_hard(y, pc, pos_weight)
@@ -405,7 +453,7 @@ cdef inline floating _logit_entry(
 
 
 cdef inline floating _prob_loop(
-    const floating *y,
+    const target_t *y,
     const floating *p,
     Py_ssize_t m,
     const floating *weight,       # per entry, or NULL for all ones
@@ -419,39 +467,46 @@ cdef inline floating _prob_loop(
     bint check,
     int *flags,
 ) noexcept nogil:
-    # _prob_block's loops, for float targets: the bare sum, the sum and the
+    # _prob_block's loops for a flat run: the bare sum, the sum and the
     # gradient (a fused call), and any outputs with any weights.
     cdef Py_ssize_t e
-    cdef floating w, l, g
+    cdef floating yv, l, g
     cdef floating part = 0
     cdef int found = 0
     cdef bint hard = formula_t is _hard
+    cdef floating loss_scratch[_BLOCK]
+    cdef floating grad_scratch[_BLOCK]
+    cdef const floating *w
+    if (target_t is float and floating is double) or (target_t is double and floating is float):
+        return 0  # float targets always have the predictions' type (bce_pass)
     if loss_out == NULL and grad_out == NULL and weight == NULL:
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _prob_flags(y[e], p[e])
-            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, hard, 0, &g)
+                found |= _target_invalid(y[e]) | _outside_unit(p[e]) | (_target_soft(y[e]) << 1)
+            part += _prob_entry(yv, p[e], 1, pos_weight, eps, hard, 0, &g)
         part *= weight_scale
     elif loss_out == NULL and weight == NULL:
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _prob_flags(y[e], p[e])
-            part += _prob_entry(y[e], p[e], 1, pos_weight, eps, hard,
+                found |= _target_invalid(y[e]) | _outside_unit(p[e]) | (_target_soft(y[e]) << 1)
+            part += _prob_entry(yv, p[e], 1, pos_weight, eps, hard,
                                 grad_scale * weight_scale, &g)
             grad_out[e] = g
         part *= weight_scale
     else:
+        w = _or_ones(weight)
+        loss_out = _or_scratch(loss_out, loss_scratch)
+        grad_out = _or_scratch(grad_out, grad_scratch)
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _prob_flags(y[e], p[e])
-            w = weight_scale
-            if weight != NULL:
-                w = w * weight[e]
-            l = _prob_entry(y[e], p[e], w, pos_weight, eps, hard, grad_scale, &g)
-            if grad_out != NULL:
-                grad_out[e] = g
-            if loss_out != NULL:
-                loss_out[e] = l
+                found |= _target_invalid(y[e]) | _outside_unit(p[e]) | (_target_soft(y[e]) << 1)
+            l = _prob_entry(yv, p[e], weight_scale * w[e], pos_weight, eps, hard,
+                            grad_scale, &g)
+            loss_out[e] = l
+            grad_out[e] = g
             part += l
     if check:
         flags[0] |= found
@@ -459,7 +514,7 @@ cdef inline floating _prob_loop(
 
 
 cdef inline floating _prob_row_loop(
-    const floating *y,
+    const target_t *y,
     const floating *p,
     Py_ssize_t m,
     floating sample_weight,       # of the row
@@ -467,26 +522,31 @@ cdef inline floating _prob_row_loop(
     const floating *pos_weight,   # of its m labels
     floating eps,
     formula_t formula,            # its type: which formula
-    floating *loss_out,
-    floating *grad_out,
+    floating *loss_out,           # or NULL
+    floating *grad_out,           # or NULL
     floating grad_scale,
     bint check,
     int *flags,
 ) noexcept nogil:
     # _prob_loop for a run of labels of one row, with per-label weights.
     cdef Py_ssize_t j
-    cdef floating l, g
+    cdef floating yv, l, g
     cdef floating part = 0
     cdef int found = 0
+    cdef floating loss_scratch[_BLOCK]
+    cdef floating grad_scratch[_BLOCK]
+    if (target_t is float and floating is double) or (target_t is double and floating is float):
+        return 0  # float targets always have the predictions' type (bce_pass)
+    loss_out = _or_scratch(loss_out, loss_scratch)
+    grad_out = _or_scratch(grad_out, grad_scratch)
     for j in range(m):
+        _read_target(y[j], &yv)
         if check:
-            found |= _prob_flags(y[j], p[j])
-        l = _prob_entry(y[j], p[j], sample_weight * label_weight[j], pos_weight[j], eps,
-                        formula_t is _hard, grad_scale, &g)
-        if grad_out != NULL:
-            grad_out[j] = g
-        if loss_out != NULL:
-            loss_out[j] = l
+            found |= _target_invalid(y[j]) | _outside_unit(p[j]) | (_target_soft(y[j]) << 1)
+        l = _prob_entry(yv, p[j], sample_weight * label_weight[j], pos_weight[j],
+                        eps, formula_t is _hard, grad_scale, &g)
+        loss_out[j] = l
+        grad_out[j] = g
         part += l
     if check:
         flags[0] |= found
@@ -512,21 +572,16 @@ cdef floating _prob_block(
 ) noexcept nogil:
     # The weighted losses of a block, summed; ``weight_scale`` is the row's
     # sample weight for a run of labels.
-    cdef floating y_float[_BLOCK]
-    cdef const floating *yf = <const floating *> y
-    if not (target_t is float or target_t is double):
-        _to_float(y, m, y_float)
-        yf = y_float
     if label_weight != NULL:
         if hard_targets:
-            return _prob_row_loop(yf, p, m, weight_scale, label_weight, pos_weight, eps,
+            return _prob_row_loop(y, p, m, weight_scale, label_weight, pos_weight, eps,
                                   <_hard> 0, loss_out, grad_out, grad_scale, check, flags)
-        return _prob_row_loop(yf, p, m, weight_scale, label_weight, pos_weight, eps,
+        return _prob_row_loop(y, p, m, weight_scale, label_weight, pos_weight, eps,
                               <_soft> 0, loss_out, grad_out, grad_scale, check, flags)
     if hard_targets:
-        return _prob_loop(yf, p, m, weight, weight_scale, scalar_pos_weight, eps, <_hard> 0,
+        return _prob_loop(y, p, m, weight, weight_scale, scalar_pos_weight, eps, <_hard> 0,
                           loss_out, grad_out, grad_scale, check, flags)
-    return _prob_loop(yf, p, m, weight, weight_scale, scalar_pos_weight, eps, <_soft> 0,
+    return _prob_loop(y, p, m, weight, weight_scale, scalar_pos_weight, eps, <_soft> 0,
                       loss_out, grad_out, grad_scale, check, flags)
 
 
@@ -545,65 +600,71 @@ cdef floating _logit_block(
     bint check,
     int *flags,
 ) noexcept nogil:
-    # _prob_block from logits.
+    # _prob_block from logits. ``entry_weight``: the per-entry weights the
+    # extra-precision pass multiplies by (all ones, the flat run's or the
+    # row's labels').
     cdef Py_ssize_t e
-    cdef floating w, l, g
+    cdef floating yv, l, g
     cdef floating part = 0
     cdef int found = 0
     cdef int cancels, n_cancels = 0
     cdef unsigned char cancelling[_BLOCK]
-    cdef floating y_float[_BLOCK]
-    cdef const floating *yf = <const floating *> y
-    if not (target_t is float or target_t is double):
-        _to_float(y, m, y_float)
-        yf = y_float
+    cdef floating loss_scratch[_BLOCK]
+    cdef floating grad_scratch[_BLOCK]
+    cdef const floating *entry_weight = _or_ones(weight)
+    cdef bint want_grad = grad_out != NULL
+    if (target_t is float and floating is double) or (target_t is double and floating is float):
+        return 0  # float targets always have the predictions' type (bce_pass)
     if label_weight != NULL:
+        entry_weight = label_weight
+        loss_out = _or_scratch(loss_out, loss_scratch)
+        grad_out = _or_scratch(grad_out, grad_scratch)
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _logit_flags(yf[e], z[e])
-            l = _logit_entry(yf[e], z[e], weight_scale * label_weight[e], pos_weight[e],
+                found |= _target_invalid(y[e]) | _not_finite(z[e])
+            l = _logit_entry(yv, z[e], weight_scale * label_weight[e], pos_weight[e],
                              grad_scale, &g, &cancels)
             cancelling[e] = cancels
             n_cancels += cancels
-            if grad_out != NULL:
-                grad_out[e] = g
-            if loss_out != NULL:
-                loss_out[e] = l
+            grad_out[e] = g
+            loss_out[e] = l
             part += l
     elif weight == NULL and loss_out == NULL and grad_out == NULL:
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _logit_flags(yf[e], z[e])
-            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight, 0, &g, &cancels)
+                found |= _target_invalid(y[e]) | _not_finite(z[e])
+            part += _logit_entry(yv, z[e], 1, scalar_pos_weight, 0, &g, &cancels)
         part *= weight_scale
     elif weight == NULL and loss_out == NULL:
         # The loss and its gradient, unweighted: what a solver calls.
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _logit_flags(yf[e], z[e])
-            part += _logit_entry(yf[e], z[e], 1, scalar_pos_weight,
+                found |= _target_invalid(y[e]) | _not_finite(z[e])
+            part += _logit_entry(yv, z[e], 1, scalar_pos_weight,
                                  grad_scale * weight_scale, &g, &cancels)
             cancelling[e] = cancels
             n_cancels += cancels
             grad_out[e] = g
         part *= weight_scale
     else:
+        loss_out = _or_scratch(loss_out, loss_scratch)
+        grad_out = _or_scratch(grad_out, grad_scratch)
         for e in range(m):
+            _read_target(y[e], &yv)
             if check:
-                found |= _logit_flags(yf[e], z[e])
-            w = weight_scale
-            if weight != NULL:
-                w = w * weight[e]
-            l = _logit_entry(yf[e], z[e], w, scalar_pos_weight, grad_scale, &g, &cancels)
+                found |= _target_invalid(y[e]) | _not_finite(z[e])
+            l = _logit_entry(yv, z[e], weight_scale * entry_weight[e], scalar_pos_weight,
+                             grad_scale, &g, &cancels)
             cancelling[e] = cancels
             n_cancels += cancels
-            if grad_out != NULL:
-                grad_out[e] = g
-            if loss_out != NULL:
-                loss_out[e] = l
+            grad_out[e] = g
+            loss_out[e] = l
             part += l
-    if n_cancels and grad_out != NULL:
-        _precise_logit_gradient(yf, z, m, weight, weight_scale, label_weight, pos_weight,
+    if n_cancels and want_grad:
+        _precise_logit_gradient(y, z, m, entry_weight, weight_scale, pos_weight,
                                 scalar_pos_weight, grad_scale, grad_out, cancelling,
                                 n_cancels)
     if check:
@@ -620,14 +681,13 @@ cdef inline double _logit_gradient_double(double y, double z, double pos_weight)
 
 
 cdef void _precise_logit_gradient(
-    const floating *y,
+    const target_t *y,
     const floating *z,
     Py_ssize_t m,
-    const floating *weight,
+    const floating *entry_weight, # per entry, never NULL
     floating weight_scale,
-    const floating *label_weight,
-    const floating *pos_weight,   # per entry with label_weight, else NULL
-    floating scalar_pos_weight,
+    const floating *pos_weight,   # per entry (a row's labels), or NULL
+    floating scalar_pos_weight,   # ... then this one for all
     floating grad_scale,
     floating *grad_out,
     const unsigned char *cancelling,  # 1 for the entries to redo
@@ -639,53 +699,69 @@ cdef void _precise_logit_gradient(
     # float64: in double-double (skbce/_precise.c, about 4 ns an entry on
     # AVX-512), the whole block if it mostly cancels (soft targets at a close
     # fit), else only its cancelling entries, packed first (soft targets at
-    # random logits: about 1 in 6).
+    # random logits: about 1 in 6). Only soft targets cancel: integer ones
+    # never get here, but would be handled all the same.
     cdef double gradient[_BLOCK]
     cdef double y_packed[_BLOCK]
     cdef double z_packed[_BLOCK]
     cdef double pos_weight_packed[_BLOCK]
     cdef Py_ssize_t index[_BLOCK]
     cdef Py_ssize_t e, i, n
+    cdef floating yv
     if floating is float:
-        for e in range(m):
-            grad_out[e] = <floating> (
-                _entry_scale(e, weight, weight_scale, label_weight, grad_scale)
-                * _logit_gradient_double(
-                    y[e], z[e], pos_weight[e] if pos_weight != NULL else scalar_pos_weight))
-    elif 4 * n_cancelling > m:
-        skbce_logit_gradient_dd(y, z, pos_weight, scalar_pos_weight, m, gradient)
-        for e in range(m):
-            grad_out[e] = (_entry_scale(e, weight, weight_scale, label_weight, grad_scale)
-                           * gradient[e])
+        if pos_weight != NULL:
+            for e in range(m):
+                _read_target(y[e], &yv)
+                grad_out[e] = <floating> (
+                    _entry_scale(entry_weight[e], weight_scale, grad_scale)
+                    * _logit_gradient_double(yv, z[e], pos_weight[e]))
+        else:
+            for e in range(m):
+                _read_target(y[e], &yv)
+                grad_out[e] = <floating> (
+                    _entry_scale(entry_weight[e], weight_scale, grad_scale)
+                    * _logit_gradient_double(yv, z[e], scalar_pos_weight))
     else:
+        if target_t is double:
+            if 4 * n_cancelling > m:
+                skbce_logit_gradient_dd(y, z, pos_weight, scalar_pos_weight, m, gradient)
+                for e in range(m):
+                    grad_out[e] = (_entry_scale(entry_weight[e], weight_scale, grad_scale)
+                                   * gradient[e])
+                return
         # Branch-free packing: every entry is written, the count advances
         # only past the cancelling ones.
         n = 0
-        for e in range(m):
-            index[n] = e
-            y_packed[n] = y[e]
-            z_packed[n] = z[e]
-            pos_weight_packed[n] = pos_weight[e] if pos_weight != NULL else scalar_pos_weight
-            n += cancelling[e]
+        if pos_weight != NULL:
+            for e in range(m):
+                index[n] = e
+                _read_target(y[e], &yv)
+                y_packed[n] = yv
+                z_packed[n] = z[e]
+                pos_weight_packed[n] = pos_weight[e]
+                n += cancelling[e]
+        else:
+            for e in range(m):
+                index[n] = e
+                _read_target(y[e], &yv)
+                y_packed[n] = yv
+                z_packed[n] = z[e]
+                pos_weight_packed[n] = scalar_pos_weight
+                n += cancelling[e]
         skbce_logit_gradient_dd(y_packed, z_packed, pos_weight_packed, 0, n, gradient)
         for i in range(n):
             e = index[i]
-            grad_out[e] = (_entry_scale(e, weight, weight_scale, label_weight, grad_scale)
+            grad_out[e] = (_entry_scale(entry_weight[e], weight_scale, grad_scale)
                            * gradient[i])
 
 
 cdef inline double _entry_scale(
-    Py_ssize_t e, const floating *weight, floating weight_scale,
-    const floating *label_weight, floating grad_scale,
+    floating entry_weight, floating weight_scale, floating grad_scale,
 ) noexcept nogil:
-    # grad_scale * w of entry e, as _logit_block's loops weigh it, in double:
+    # grad_scale * w of an entry, as _logit_block's loops weigh it, in double:
     # the extra-precision gradient is rounded once, after it.
     cdef double w = weight_scale
-    if weight != NULL:
-        w = w * weight[e]
-    if label_weight != NULL:
-        w = w * label_weight[e]
-    return grad_scale * w
+    return grad_scale * (w * entry_weight)
 
 
 cdef inline floating _block(

@@ -274,6 +274,19 @@ want = -np.mean(Y * np.log(P) + (1 - Y) * np.log1p(-P))
 assert abs(skbce.binary_cross_entropy(Y, P) - want) <= 1e-12 * want
 model = skbce.MultiLabelLogistic(max_iter=50).fit(rng.normal(size=(300, 4)), Y)
 assert np.isfinite(model.coef_).all()
+# Every kernel loop, with and without weights: reduction="none" from logits
+# once died here (a masked store at a NULL output, which qemu faults on).
+Z = rng.normal(size=Y.shape)
+for dtype in (np.float64, np.float32):
+    for weights in ({}, {"sample_weight": np.ones(300), "label_weight": np.ones(5)}):
+        for from_logits, pred in ((False, P), (True, Z)):
+            for reduction in ("none", "sum", "mean"):
+                options = dict(from_logits=from_logits, reduction=reduction, **weights)
+                loss = skbce.binary_cross_entropy(Y, pred.astype(dtype), **options)
+                grad = skbce.bce_gradient(Y, pred.astype(dtype), **options)
+                both = skbce.bce_loss_and_gradient(Y, pred.astype(dtype), **options)
+                assert np.isfinite(loss).all() and np.isfinite(grad).all()
+                assert np.allclose(both[0], loss) and np.allclose(both[1], grad)
 """
 
 

@@ -11,7 +11,8 @@ from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose
 from scipy.special import expit, log_expit
 
-from skbce import bce_gradient, bce_loss_and_gradient, binary_cross_entropy
+import skbce.metrics
+from skbce import _kernels, bce_gradient, bce_loss_and_gradient, binary_cross_entropy
 
 
 # ---------------------------------------------------------------------------
@@ -755,3 +756,104 @@ def test_readme_describes_log_loss_and_its_numbers_are_true():
         sklearn_value = log_loss(Y, P)
     assert f"{sklearn_value:.4f}" == log_loss_text
     assert sklearn_value == pytest.approx(-np.mean(np.sum(Y * np.log(P), axis=1)))
+
+
+# ---------------------------------------------------------------------------
+# Every kernel variant this CPU runs, with every output and weighting
+# ---------------------------------------------------------------------------
+
+def reference_gradient(y, p, w, pos_weight, from_logits):
+    """d (w * loss) / d prediction, elementwise, in float64, and its two terms.
+
+    The terms' size bounds the rounding error of their difference.
+    """
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    if from_logits:
+        up, down = w * (1 - y) * expit(p), w * pos_weight * y * expit(-p)
+    else:
+        up, down = w * (1 - y) / (1 - p), w * pos_weight * y / p
+    return up - down, np.abs(up) + np.abs(down)
+
+
+def assert_gradient_close(got, want, size, rtol, err_msg):
+    assert np.all(np.abs(got - want) <= rtol * size), err_msg
+
+
+@pytest.fixture(params=_kernels.supported_variants())
+def kernel_variant(request, monkeypatch):
+    """The loss API on one compiled variant, loaded into this process.
+
+    Only variants this CPU supports: the others could die with SIGILL.
+    """
+    bce_pass = _kernels.load_variant(request.param)["_bce"].bce_pass
+    monkeypatch.setattr(skbce.metrics, "bce_pass", bce_pass)
+    return request.param
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("weighting", ["none", "sample", "label", "pos", "all"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("targets", ["hard", "soft", np.int8, np.uint8, np.int64, bool])
+def test_every_reduction_and_weighting_on_every_variant(
+    kernel_variant, from_logits, weighting, dtype, targets
+):
+    # Each combination takes its own loop in the kernel (flat or per-row,
+    # with or without weights, with or without elementwise outputs): each
+    # must read and write only the arrays it was given. Lengths that are not
+    # a multiple of any vector width leave remainders for the masked tails.
+    rng = np.random.default_rng(21)
+    rtol = 1e-5 if dtype == np.float32 else 1e-11
+    for shape in [(37,), (29, 3), (2, 2053)]:
+        y, p = random_problem(rng, shape, soft=targets == "soft")
+        if targets not in ("hard", "soft"):
+            y = y.astype(targets)
+        else:
+            y = y.astype(dtype)
+        z = rng.normal(scale=3.0, size=shape)
+        prediction = (z if from_logits else p).astype(dtype)
+        n_labels = 1 if len(shape) == 1 else shape[1]
+        options = {}
+        if weighting in ("sample", "all"):
+            options["sample_weight"] = rng.uniform(0.5, 2.0, shape[0])
+        if weighting in ("label", "all"):
+            options["label_weight"] = rng.uniform(0.5, 2.0, n_labels)
+        if weighting in ("pos", "all"):
+            options["pos_weight"] = rng.uniform(0.5, 3.0, n_labels)
+        sw = options.get("sample_weight", np.ones(shape[0]))
+        lw = options.get("label_weight", np.ones(n_labels))
+        pw = options.get("pos_weight", np.ones(n_labels))
+        w = (sw[:, None] * lw[None, :]).reshape(shape)
+        pw = np.broadcast_to(pw, (shape[0], n_labels)).reshape(shape)
+        exact = prediction.astype(np.float64)
+        loss = w * reference_elementwise(y, exact, pos_weight=pw, from_logits=from_logits)
+        gradient, size = reference_gradient(y, exact, w, pw, from_logits)
+        for reduction, scale in [("none", 1.0), ("sum", 1.0), ("mean", 1 / w.sum())]:
+            want = loss if reduction == "none" else loss.sum() * scale
+            got = binary_cross_entropy(
+                y, prediction, from_logits=from_logits, reduction=reduction, **options
+            )
+            assert_allclose(got, want, rtol=rtol, err_msg=f"{shape} {reduction}")
+            got_loss, got_gradient = bce_loss_and_gradient(
+                y, prediction, from_logits=from_logits, reduction=reduction, **options
+            )
+            assert_allclose(got_loss, want, rtol=rtol, err_msg=f"{shape} {reduction}")
+            assert_gradient_close(got_gradient, gradient * scale, size * scale, rtol,
+                                  f"{shape} {reduction}")
+            assert_gradient_close(
+                bce_gradient(y, prediction, from_logits=from_logits, reduction=reduction,
+                             **options),
+                gradient * scale, size * scale, rtol, f"{shape} {reduction}",
+            )
+
+
+@pytest.mark.parametrize("value", [2**32, 2**32 + 1, -(2**32), 2**62 + 1])
+def test_int64_targets_beyond_int32_are_reported(kernel_variant, value):
+    # The kernel converts int64 targets through int32 (AVX2 has no vector
+    # int64 -> float conversion): 2**32 + 1 wraps to 1 there, and must still
+    # be reported as outside [0, 1].
+    y = np.zeros((50, 41), dtype=np.int64)
+    y[31, 7] = value
+    p = np.full(y.shape, 0.5)
+    for from_logits in (False, True):
+        with pytest.raises(ValueError, match=r"y_true must lie in \[0, 1\].*\(31, 7\)"):
+            binary_cross_entropy(y, p, from_logits=from_logits)
