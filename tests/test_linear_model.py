@@ -285,6 +285,8 @@ def test_newton_cg_diagonal_preconditioner_for_features_of_spread_scales(monkeyp
         return PW, Pb, n
 
     monkeypatch.setattr(_newton_cg, "_pcg", counting)
+    # 300 features would take the Gram preconditioner: the diagonal one is tested.
+    monkeypatch.setattr(_problem, "GRAM_MAX_FEATURES", 0)
     diagonal = MultiLabelLogistic(C=10.0, tol=1e-8, solver="newton-cg").fit(X, Y)
     with_diagonal = sum(products)
     products.clear()
@@ -292,6 +294,95 @@ def test_newton_cg_diagonal_preconditioner_for_features_of_spread_scales(monkeyp
     mixed = MultiLabelLogistic(C=10.0, tol=1e-8, solver="newton-cg").fit(X, Y)
     assert with_diagonal < 0.8 * sum(products)
     assert_allclose(diagonal.predict_proba(X), mixed.predict_proba(X), atol=1e-6)
+
+
+def rare_labels_problem(seed):
+    """Sparse binary features (4000 x 800, ~40 a row) and four labels of 0.1-1.5 %
+    positives: labels whose objective is so small that gradients below 1e-4
+    still leave it far above its minimum (bibtex's case)."""
+    rng = np.random.default_rng(seed)
+    freq = np.minimum(0.5, 2.0 / np.arange(1, 801) ** 0.7)
+    X = sparse.csr_matrix((rng.random((4000, 800)) < freq).astype(float))
+    W = rng.normal(scale=0.3, size=(800, 4)) * (rng.random((800, 4)) < 0.1)
+    logits = X @ W + np.log([0.01, 0.005, 0.003, 0.002])
+    return X, (rng.random((4000, 4)) < expit(logits)).astype(int)
+
+
+def test_newton_cg_stops_near_the_optimum_of_rare_labels(monkeypatch):
+    """The gradient test alone stops a rare label more than 1e-3 (relative) above
+    its minimum; with the predicted-decrease test every label ends within a few
+    ``tol`` of it (the test bounds a prediction: 10 ``tol`` asserted)."""
+    from skbce.linear_model import _newton_cg
+
+    X, Y = rare_labels_problem(2)
+    best = MultiLabelLogistic(tol=1e-10, max_iter=1000).fit(X, Y)
+    optimum = sklearn_objective(best.coef_, best.intercept_, X, Y, C=1.0)
+    model = MultiLabelLogistic().fit(X, Y)
+    gap = sklearn_objective(model.coef_, model.intercept_, X, Y, C=1.0) / optimum - 1
+    assert np.all(gap <= 10 * model.tol)
+    monkeypatch.setattr(_newton_cg, "_decrease_small", lambda decrease, f, tol: True)
+    gradient_only = MultiLabelLogistic().fit(X, Y)
+    old_gap = sklearn_objective(gradient_only.coef_, gradient_only.intercept_, X, Y, 1.0)
+    assert np.max(old_gap / optimum - 1) > 1e-3
+
+
+def test_predicted_decrease_is_the_same_for_weights_and_repeated_rows():
+    """The second stopping test reads quantities that integer sample weights and
+    the repeated rows give alike, to rounding: the stopping decisions agree."""
+    from skbce.linear_model._solver_base import _diagonal_decrease
+
+    X, Y = rare_labels_problem(2)
+    weights = np.random.default_rng(0).integers(0, 4, size=X.shape[0])
+    rows = np.repeat(np.arange(X.shape[0]), weights)
+    W = np.random.default_rng(1).normal(scale=0.1, size=(800, 4))
+    b = np.log([0.01, 0.005, 0.003, 0.002])
+    values = []
+    for problem in (_problem.LinearBCE(X, Y, weights, None, 1 / weights.sum(), 0.0, True),
+                    _problem.LinearBCE(X[rows], Y[rows], None, None, 1 / len(rows), 0.0, True)):
+        loss, G, D = problem.loss_grad_logits(problem.linear(W, b), want_hess=True)
+        gW, gb = problem.gradient(W, G)
+        decrease = _diagonal_decrease(gW, gb, D.sum(axis=0), problem.squared_column_means(),
+                                      problem.alpha)
+        values.append((loss + problem.penalty(W), decrease))
+    assert_allclose(values[0][0], values[1][0], rtol=1e-12)
+    assert_allclose(values[0][1], values[1][1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("container", [np.asarray, sparse.csr_matrix])
+def test_default_tol_weights_and_repeated_rows_stop_together(container):
+    """At the default tol too, integer weights and the repeated rows take the same
+    iterations to points as close as the conjugate gradient's rounding allows
+    (it differs with the order of the sums; the float32 Gram preconditioner of a
+    dense X rounds at 1e-7)."""
+    X, Y = rare_labels_problem(2)
+    if container is np.asarray:
+        X, Y = X[:1500, :300].toarray(), Y[:1500]
+    weights = np.random.default_rng(0).integers(0, 4, size=X.shape[0])
+    rows = np.repeat(np.arange(X.shape[0]), weights)
+    weighted = MultiLabelLogistic().fit(container(X), Y, sample_weight=weights)
+    repeated = MultiLabelLogistic().fit(container(X[rows]), Y[rows])
+    assert weighted.n_iter_ == repeated.n_iter_
+    assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-4)
+
+
+def test_newton_cholesky_stops_at_a_small_newton_decrement(monkeypatch):
+    """A rare binary target (0.08 % positives) on a dense X: the gradient test
+    alone stops 7.8e-4 (relative) above the minimum, the Newton decrement test
+    within ``tol`` of it."""
+    from skbce.linear_model import _newton_cholesky
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20_000, 20))
+    y = (rng.random(20_000) < expit(X[:, :5] @ np.full(5, 2.0) - 16.0)).astype(int)
+    best = LogisticRegression(tol=1e-10, max_iter=1000).fit(X, y)
+    optimum = sklearn_objective(best.coef_, best.intercept_, X, y[:, None], C=1.0)[0]
+
+    def gap(model):
+        return sklearn_objective(model.coef_, model.intercept_, X, y[:, None], C=1.0)[0] / optimum - 1
+
+    assert gap(MultiLabelLogistic(solver="newton-cholesky").fit(X, y)) <= 1e-4
+    monkeypatch.setattr(_newton_cholesky, "_decrease_small", lambda decrease, f, tol: True)
+    assert gap(MultiLabelLogistic(solver="newton-cholesky").fit(X, y)) > 5e-4
 
 
 def test_newton_cg_label_pool_gives_the_same_solution(multilabel):

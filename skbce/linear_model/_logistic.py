@@ -89,7 +89,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         - ``"newton-cg"``: batched truncated Newton -- the Hessian-vector
           products of all active labels are one pair of matrix products --
           with a per-label line search. The conjugate gradient is
-          preconditioned (by the data's Gram matrix for a dense ``X`` with at
+          preconditioned (by the data's Gram matrix for an ``X`` with at
           most 512 features) and, for large float64 problems, run in float32:
           it only needs a rough Newton direction, and the stopping test is
           always made in full precision. L2 penalty only. Fastest to a tight
@@ -118,8 +118,16 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         max-norm of its gradient (of its gradient mapping, with an L1 part)
         is at most ``tol`` -- the objective being ``LogisticRegression``'s
         divided by ``C * sum(sample_weight)``, this is the rule of its
-        ``newton-cg`` and ``lbfgs`` solvers. For ``"sgd"``: training stops
-        when the objective has not improved by ``tol`` for 5 epochs.
+        ``newton-cg`` and ``lbfgs`` solvers -- and, for the Newton solvers,
+        when the decrease still to be had is at most ``tol`` times the
+        label's objective (``tol**2`` at least): ``"newton-cholesky"`` takes
+        the Newton decrement ``-g.p / 2``, ``"newton-cg"`` the decrease a
+        Newton step on the Hessian's diagonal predicts. The second test
+        matters for labels of small objective (rare labels): there a gradient
+        of ``1e-4`` can leave the objective 1 % above its minimum. ``"lbfgs"``
+        and ``"gd"`` use the gradient test alone. For ``"sgd"``: training
+        stops when the objective has not improved by ``tol`` for 5 epochs.
+        See :ref:`stopping_rule`.
 
     pos_weight : float, array-like of shape (n_labels,), "balanced" or None, \
             default=None

@@ -4,7 +4,8 @@
 import numpy as np
 
 from skbce._kernels import cg_advance, cg_curvature, cg_direction
-from skbce.linear_model._solver_base import STALL_LIMIT, _Labels, _max_abs, _Progress
+from skbce.linear_model._solver_base import (STALL_LIMIT, _decrease_small, _diagonal_decrease,
+                                            _Labels, _max_abs, _Progress)
 
 __all__ = ["newton_cg"]
 
@@ -193,8 +194,12 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     ``X.T @ (D * (X @ V))``, one sweep over a sparse ``X`` -- to the relative
     residual ``FORCING_MAX`` (0.1), then backtracks each label's step until
     that label's objective has decreased enough (Armijo). A label stops once
-    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``, or
-    after ``max_iter`` iterations of its own, and leaves the active set.
+    ``max |g_j| <= tol``, the criterion of scikit-learn's ``newton-cg``, and
+    the decrease a Newton step on the Hessian's diagonal predicts is at most
+    ``tol`` times its objective (:func:`_diagonal_decrease`,
+    :func:`_decrease_small`; from the curvature weights the iteration has
+    anyway), or after ``max_iter`` iterations of its own, and leaves the
+    active set.
 
     At most ``pool_size`` labels (default: all) are active at a time: when
     labels leave, the next ones in line join at the start of the following
@@ -253,6 +258,11 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         del G
         gmax = _max_abs(gW, gb)
         done = gmax <= tol
+        if done.any():
+            done[done] = _decrease_small(
+                _diagonal_decrease(gW[:, done], gb[done], D[:, done].sum(axis=0, dtype=np.float64),
+                                   problem.squared_column_means(), problem.alpha),
+                f[done], tol)
         labels.converged[labels.active[done]] = True
         leave = done | (it - 1 - joined >= max_iter)
         if leave.any():

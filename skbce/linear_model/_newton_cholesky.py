@@ -4,7 +4,7 @@
 import numpy as np
 from scipy import linalg
 
-from skbce.linear_model._solver_base import STALL_LIMIT, _Labels, _Progress
+from skbce.linear_model._solver_base import STALL_LIMIT, _decrease_small, _Labels, _Progress
 
 __all__ = ["newton_cholesky"]
 
@@ -12,16 +12,20 @@ __all__ = ["newton_cholesky"]
 def newton_cholesky(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0):
     """Newton's method with the exact Hessian, for few labels on a dense X of few features.
 
-    Each iteration takes one pass over ``X`` (:meth:`LinearBCE.newton_terms`:
-    loss, gradient and the ``(d+1)``-square Hessian of every active label),
+    Each iteration takes one pass over ``X`` (``problem.newton_terms``:
+    ``skbce.linear_model._problem.LinearBCE.newton_terms`` in memory,
+    ``_dask_problem.DaskLinearBCE.newton_terms`` over chunks; loss, gradient
+    and the ``(d+1)``-square Hessian of every active label),
     solves each label's Newton system by Cholesky and tries the full step
     at the next pass: the pass that evaluates a step also yields the next
     gradient and Hessian, so an accepted step (nearly all of them, Newton
     being quadratically convergent from the intercept-only start) costs one
     pass. A rejected one backtracks (Armijo) on the objective alone. A label
-    stops once ``max |g_j| <= tol`` (converged) or when its objective stops
-    decreasing (``STALL_LIMIT`` iterations; not converged: the estimator
-    warns). L2 penalty only.
+    has converged once ``max |g_j| <= tol`` and its Newton decrement
+    ``-g_j . p_j / 2`` (the decrease the step would still bring) is at most
+    ``tol`` times its objective (:func:`_decrease_small`); it stops so, or
+    unconverged (the estimator warns) when its objective stops decreasing
+    (``STALL_LIMIT`` iterations). L2 penalty only.
     """
     if problem.beta > 0:
         raise ValueError("newton_cholesky supports an L2 penalty only (l1_ratio=0).")
@@ -40,19 +44,21 @@ def newton_cholesky(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0):
     for it in range(1, max_iter + 1):
         grad[:d] += alpha * W
         gmax = np.abs(grad).max(axis=0) if len(b) else np.zeros(0)
-        done = gmax <= tol
+        step = _newton_directions(hess, grad, alpha, d)
+        slope = np.einsum("ij,ij->j", grad, step)
+        # -slope / 2 is the Newton decrement's half square: the decrease
+        # still to be had, as the exact quadratic model predicts it.
+        done = (gmax <= tol) & _decrease_small(-0.5 * slope, f, tol)
         labels.converged[labels.active[done]] = True
         stop = done | (stalls >= STALL_LIMIT)
         if stop.any():
             keep = ~stop
             labels.retire(keep, W, b, f, it - 1)
             W, b, f, stalls = W[:, keep], b[keep], f[keep], stalls[keep]
-            grad, hess, gmax = grad[:, keep], hess[keep], gmax[keep]
+            grad, step, slope, gmax = grad[:, keep], step[:, keep], slope[keep], gmax[keep]
             if not keep.any():
                 it -= 1
                 break
-        step = _newton_directions(hess, grad, alpha, d)
-        slope = np.einsum("ij,ij->j", grad, step)
         t = np.ones(len(b))
         W_new, b_new = W + step[:d], (b + step[d] if fit_b else b)
         loss, grad_new, hess_new = problem.newton_terms(W_new, b_new)
