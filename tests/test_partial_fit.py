@@ -283,15 +283,20 @@ def test_a_stream_keeps_sgd_and_a_new_pass_length_restarts_newton(data):
     assert model._newton is not state and model._newton.passes == 0
 
 
-def test_pickling_mid_pass_continues_identically(data):
+@pytest.mark.parametrize("working_memory", [1.0, 0.1])  # exact, sampled Hessians
+def test_pickling_mid_pass_continues_identically(data, working_memory):
     X, Y = data
     chunks = uneven_chunks(len(X))
-    model = passes(MultiLabelLogistic(random_state=0), X, Y, n_passes=2)
-    model.partial_fit(X[chunks[0]], Y[chunks[0]], n_samples_per_pass=len(X))
-    copy = pickle.loads(pickle.dumps(model))
-    for m in (model, copy):
-        for rows in chunks[1:]:
-            m.partial_fit(X[rows], Y[rows], n_samples_per_pass=len(X))
+    with config_context(working_memory=working_memory):
+        model = passes(MultiLabelLogistic(random_state=0), X, Y, n_passes=2)
+        model.partial_fit(X[chunks[0]], Y[chunks[0]], n_samples_per_pass=len(X))
+        copy = pickle.loads(pickle.dumps(model))
+        for m in (model, copy):
+            for rows in chunks[1:]:
+                m.partial_fit(X[rows], Y[rows], n_samples_per_pass=len(X))
+    assert model._newton.passes == copy._newton.passes == 3
+    assert type(copy._newton) is (NewtonPasses if working_memory == 1.0
+                                  else SampledNewtonPasses)
     np.testing.assert_array_equal(copy.coef_, model.coef_)
 
 

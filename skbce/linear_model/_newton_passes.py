@@ -34,9 +34,10 @@ _DENSE_BLOCK_BYTES = NEWTON_COPY_BYTES
 
 
 def newton_bytes(n_labels, m, itemsize, threads):
-    """Memory of the pass's Hessians: the float64 sums kept between calls, and
-    a chunk's Hessians in the kernel (one set per thread and the output)."""
-    return n_labels * m * m * (8 + (threads + 1) * itemsize)
+    """Memory of the pass's Hessians: the float64 sums kept between calls, a
+    chunk's Hessians in the kernel (one set per thread and the output) and
+    their float64 copy that is added to the sums."""
+    return n_labels * m * m * (16 + (threads + 1) * itemsize)
 
 
 def newton_budget(rows_per_pass, n_labels):
@@ -97,16 +98,17 @@ def _sample_size(problem, budget, m):
     """Rows of a pass the sampled Hessian may hold within ``budget`` bytes.
 
     Each row held costs its bytes in ``X`` (as in this chunk) and its
-    targets, and the conjugate gradient's per-sample arrays (the memory
-    rule's four values per label); its coefficient-sized vectors (ten per
-    label) come first.
+    targets, twice (the chunks' samples and, at the pass's end, their
+    stacked copy), and the conjugate gradient's per-sample arrays (the
+    memory rule's four values per label); its coefficient-sized vectors
+    (ten per label) come first.
     """
     k, X = problem.n_labels, problem.X
     if sparse.issparse(X):
         row = X.nnz / max(1, X.shape[0]) * (X.dtype.itemsize + X.indices.itemsize) + 8
     else:
         row = X.shape[1] * X.dtype.itemsize
-    row += k * problem.Y_all.itemsize + 4 * k * 8
+    row = 2 * (row + k * problem.Y_all.itemsize + 8) + 4 * k * 8
     return int(max(0, budget - 10 * m * k * 8) // row)
 
 
@@ -131,7 +133,7 @@ def chunk_terms(estimator, problem, X, Y, sample_weight, W, b, labels):
             continue
         block = estimator._problem(X[rows].toarray(), Y[rows], sw, estimator.pos_weight_)
         part = _weighted(_active_terms(block, W, b, labels), weight)
-        total = part if total is None else tuple(t + p for t, p in zip(total, part))
+        total = part if total is None else _add_to(total, part)
     return total
 
 
@@ -151,7 +153,18 @@ def _weight(n_rows, sample_weight):
 
 def _weighted(terms, weight):
     loss, grad, hess = terms
-    return loss * weight, grad * weight, hess.astype(np.float64) * weight
+    if hess is not None:
+        hess = hess.astype(np.float64)
+        hess *= weight
+    return loss * weight, grad * weight, hess
+
+
+def _add_to(sums, terms):
+    """``sums + terms``, in place (the Hessians are the budget's largest arrays)."""
+    for total, part in zip(sums, terms):
+        if total is not None:
+            total += part
+    return sums
 
 
 class NewtonPasses:
@@ -212,8 +225,7 @@ class NewtonPasses:
             terms = self._chunk_terms(estimator, problem, X, Y, sample_weight,
                                       self.trial_W[:, labels].astype(dtype),
                                       self.trial_b[labels].astype(dtype), labels)
-            self.sums = terms if self.sums is None else tuple(
-                None if s is None else s + t for s, t in zip(self.sums, terms))
+            self.sums = terms if self.sums is None else _add_to(self.sums, terms)
         weight = _weight(X.shape[0], sample_weight)
         if self.sgd_W is not None and self.f_sgd is None:
             # The pass after SGD's also gives its estimate's loss.
