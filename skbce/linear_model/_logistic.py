@@ -576,25 +576,30 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         allocate for its per-label work, ``4 * rows * n_labels * 8 bytes +
         32 MiB``, within scikit-learn's ``working_memory``. The exact
         Hessians take ``n_labels * (n_features + 1)^2`` float64 values, kept
-        between calls, plus a chunk's in the kernel (one per thread). Beyond
-        the budget, each pass keeps a random sample of its rows instead, as
-        many as the budget holds (at least as many as a label has
-        coefficients, else SGD), drawn with probabilities that follow each
-        row's share of a label's Hessian and weighted by their inverse; the
-        pass's last call solves the Newton system of the exact gradient with
-        the sample's Hessian by conjugate gradient (as ``"newton-cg"``).
+        between calls, plus a chunk's in the kernel. Beyond the budget, each
+        pass keeps a random sample of its rows instead, as many as the
+        budget holds (at least as many as a label has coefficients, else
+        SGD), drawn with probabilities that follow each row's share of a
+        label's Hessian and weighted by their inverse; the pass's last call
+        solves the Newton system of the exact gradient with the sample's
+        Hessian by conjugate gradient (as ``"newton-cg"``). As such steps
+        can be poor when the sample is small, SGD then also runs on every
+        chunk, and the model is, per label, the better of the Newton
+        iterate and the best of SGD's estimates (each evaluated on the pass
+        after its own).
 
-        Passes over the same chunks then converge to :meth:`fit`'s objective
-        as Newton's method does. ``benchmarks/bench_partial_fit.py``, 20
-        passes over 6 uneven chunks, C=1 and 0.01: with the exact Hessians
-        within 0.02 % of it on all seven dense data sets (SGD on the same
-        calls: 0.08 % to 220 % above it), bibtex's sampled Hessians of all
-        its rows within 0.31 % (where ``fit`` at its default ``tol`` stops
-        0.11 % above); a pass cost 0.2 to 1.1 times a :meth:`fit` on
-        average, the first ones up to 3.4 times. With the Hessians of a smaller sample it
-        depends on the data: within 0.15 % with a fifth of the rows or more,
-        0.003 % with 1 % of a 20000 x 50 set, but 2.3 % above with 2 % of a
-        3600 x 30 one (SGD: 0.3 %).
+        Passes over the same chunks converge to :meth:`fit`'s objective as
+        Newton's method does. ``benchmarks/bench_partial_fit.py``, 20 passes
+        over 6 uneven chunks, C=1 and 0.01: with the exact Hessians within
+        0.02 % of it on all seven dense data sets (SGD alone on the same
+        calls: 0.08 % to 220 % above it); on bibtex (1836 features, 159
+        labels), with the Hessians of 91 % of its rows, 0.29 % (SGD: 311 %;
+        ``fit`` at its default ``tol`` stops 0.11 % above); a pass cost
+        0.24 to 0.91 times a :meth:`fit` on average, the first ones up to 3
+        times. With a budget of a quarter of the exact Hessians' size
+        (samples of 1 % to 68 % of the rows), within 0.23 % but on one data
+        set: standardised digits at C=1, 14 % above with 12 % of the rows
+        (SGD alone: 186 %).
 
         **SGD** (otherwise): one epoch of mini-batch SGD on the chunk, its
         step set from the first chunk's curvature; the model after each
@@ -620,15 +625,16 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             problem = self._problem(X, Y, sample_weight, self.pos_weight_,
                                     total=self._pass.weight)
             newton = _newton_passes.newton_state(self, problem, first)
-            sgd = newton is None or newton.runs_sgd
+            sgd = newton is None or newton.runs_sgd or newton.keeps_sgd
             if sgd:
                 W_avg, b_avg = _partial_fit.epoch(self, problem, X, W, b, sample_weight)
             if newton is not None:
                 newton.add(self, problem, X, Y, sample_weight, (W_avg, b_avg) if sgd else None)
                 if not newton.runs_sgd:
                     W_avg, b_avg = (a.astype(dtype) for a in newton.published())
-                    # SGD, if it comes back (another pass length), goes on from here.
-                    W, b = W_avg.copy(), b_avg.copy()
+                    if not newton.keeps_sgd:
+                        # SGD, if it comes back (another pass length), goes on from here.
+                        W, b = W_avg.copy(), b_avg.copy()
             objective = problem.objective(W_avg, b_avg)
         self._W, self._b = W, b
         result = SolverResult(

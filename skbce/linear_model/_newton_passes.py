@@ -13,6 +13,7 @@ Hessian products); :func:`newton_state` decides which, if any, applies.
 
 import numpy as np
 from scipy import sparse
+from sklearn.utils import check_random_state
 
 from skbce.linear_model._newton_cg import FORCING_MAX, _pcg
 from skbce.linear_model._newton_cholesky import _newton_directions
@@ -90,7 +91,9 @@ def newton_state(estimator, problem, first):
         estimator._newton = SampledNewtonPasses(
             W, b, passes.per_pass, first, estimator.tol,
             rate=min(1.0, sample_rows / rows_per_pass),
-            seed=int(estimator._sgd_rng.integers(np.iinfo(np.int32).max)))
+            # Its own stream: SGD's shuffles stay those of SGD alone.
+            seed=[check_random_state(estimator.random_state).randint(np.iinfo(np.int32).max),
+                  1])
     return estimator._newton
 
 
@@ -189,6 +192,10 @@ class NewtonPasses:
     iterate.
     """
 
+    # Whether SGD runs beside the Newton steps after the first pass (its
+    # estimate, evaluated on the next pass, is published where it is better).
+    keeps_sgd = False
+
     def __init__(self, W, b, per_pass, sgd_first, tol):
         self.per_pass = float(per_pass)
         # A label whose gradient's max-norm is at most tol (fit's stopping
@@ -203,8 +210,9 @@ class NewtonPasses:
         self.t, self.slope = np.ones(k), np.zeros(k)
         self.converged = np.zeros(k, dtype=bool)
         self.runs_sgd = bool(sgd_first)  # SGD gives the estimate of this pass
-        # SGD's estimate after its pass, and its objective once the next pass gave it.
-        self.sgd_W = self.sgd_b = self.f_sgd = None
+        # SGD's estimate after a pass, evaluated by the next; the last one
+        # evaluated, and its objective.
+        self.sgd_W = self.sgd_b = self.best_sgd = self.f_sgd = None
         self.passes = 0
         self.n_backtracks = 0
         self._new_pass()
@@ -227,20 +235,20 @@ class NewtonPasses:
                                       self.trial_b[labels].astype(dtype), labels)
             self.sums = terms if self.sums is None else _add_to(self.sums, terms)
         weight = _weight(X.shape[0], sample_weight)
-        if self.sgd_W is not None and self.f_sgd is None:
-            # The pass after SGD's also gives its estimate's loss.
+        if self.sgd_W is not None:
+            # The pass after SGD's also gives the loss of SGD's estimate.
             Z = problem.linear(self.sgd_W.astype(dtype), self.sgd_b.astype(dtype))
             self.sgd_loss = self.sgd_loss + problem.loss(Z) * weight
         self.weight += weight
         if self.weight < self.per_pass * (1 - _PASS_RTOL):
             return
-        if self.sgd_W is not None and self.f_sgd is None:
-            self.f_sgd = self.sgd_loss / self.weight + 0.5 * problem.alpha * np.einsum(
-                "ij,ij->j", self.sgd_W, self.sgd_W)
-        if self.runs_sgd:
-            self.runs_sgd = False
+        if self.sgd_W is not None:
+            self._keep_better_sgd(self.sgd_loss / self.weight + 0.5 * problem.alpha * np.einsum(
+                "ij,ij->j", self.sgd_W, self.sgd_W))
+        if self.runs_sgd or self.keeps_sgd:
             self.sgd_W = np.array(sgd_estimate[0], dtype=np.float64)
             self.sgd_b = np.array(sgd_estimate[1], dtype=np.float64)
+        self.runs_sgd = False
         self._end_pass(estimator, problem.alpha)
         self.passes += 1
         self._new_pass()
@@ -316,6 +324,17 @@ class NewtonPasses:
         best = np.where(np.isfinite(best), best, 0.5 * t)
         self.t[labels] = np.clip(best, 0.1 * t, 0.5 * t)
 
+    def _keep_better_sgd(self, f):
+        """Keep, per label, the better of SGD's estimates evaluated so far."""
+        if self.f_sgd is None:
+            self.f_sgd, self.best_sgd = f, (self.sgd_W, self.sgd_b)
+        else:
+            better = f < self.f_sgd
+            self.f_sgd = np.where(better, f, self.f_sgd)
+            self.best_sgd = (np.where(better, self.sgd_W, self.best_sgd[0]),
+                             np.where(better, self.sgd_b, self.best_sgd[1]))
+        self.sgd_W = self.sgd_b = None
+
     def published(self):
         """The estimate, ``(W, b)`` in float64: each label's best known point."""
         if self.f_sgd is None and self.sgd_W is not None:
@@ -323,7 +342,8 @@ class NewtonPasses:
         if self.f_sgd is None:
             return self.base_W, self.base_b
         sgd = self.f_sgd < self.f_base
-        return np.where(sgd, self.sgd_W, self.base_W), np.where(sgd, self.sgd_b, self.base_b)
+        W, b = self.best_sgd
+        return np.where(sgd, W, self.base_W), np.where(sgd, b, self.base_b)
 
 
 class SampledNewtonPasses(NewtonPasses):
@@ -337,8 +357,14 @@ class SampledNewtonPasses(NewtonPasses):
     the sample at the base point -- an unbiased estimate of the pass's --
     by newton-cg's preconditioned conjugate gradient, to its relative
     residual ``FORCING_MAX``. The steps are inexact, and the line search
-    over the passes keeps those that lower the objective.
+    over the passes keeps those that lower the objective. A sample of few
+    rows per coefficient can make them poor (a Gaussian 3600 x 30 with 36
+    rows: no step accepted in 20 passes), so SGD goes on beside them: the
+    estimate is, per label, the better of the Newton iterate and SGD's
+    estimate after the previous pass.
     """
+
+    keeps_sgd = True
 
     def __init__(self, W, b, per_pass, sgd_first, tol, rate, seed):
         self.rate = float(rate)
