@@ -857,3 +857,32 @@ def test_int64_targets_beyond_int32_are_reported(kernel_variant, value):
     for from_logits in (False, True):
         with pytest.raises(ValueError, match=r"y_true must lie in \[0, 1\].*\(31, 7\)"):
             binary_cross_entropy(y, p, from_logits=from_logits)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_threads_each_write_their_own_scratch(kernel_variant, from_logits, dtype):
+    # An output the caller does not want is written to a scratch row per
+    # thread: with more threads than cores, every thread's elementwise losses
+    # (per-row weights: the rows loop; per-entry weights: the flat loop)
+    # equal a one-thread pass.
+    rng = np.random.default_rng(5)
+    y, p = random_problem(rng, (5_003, 7), soft=True, dtype=dtype)
+    prediction = rng.normal(size=y.shape).astype(dtype) if from_logits else p
+    bce_pass = skbce.metrics.bce_pass
+    empty, empty2 = np.empty(0, dtype), np.empty((0, 0), dtype)
+    sample_weight = rng.uniform(0.5, 2.0, y.shape[0]).astype(dtype)
+    label_weight = rng.uniform(0.5, 2.0, y.shape[1]).astype(dtype)
+    for weights in [(sample_weight, label_weight, empty), (sample_weight, empty, empty)]:
+        flat = (y.reshape(-1, 1), prediction.reshape(-1, 1))
+        arrays = (y, prediction) if len(weights[1]) else flat
+        if not len(weights[1]):
+            weights = (np.repeat(sample_weight, y.shape[1]), empty, empty)
+        results = []
+        for n_threads in (1, 4):
+            loss = np.empty(arrays[0].shape, dtype)
+            total = bce_pass(*arrays, *weights, 1.0, from_logits, 1e-7, loss, empty2, 1.0,
+                             n_threads)
+            results.append((total, loss))
+        assert_allclose(results[1][1], results[0][1], rtol=0, atol=0)
+        assert results[1][0] == pytest.approx(results[0][0], rel=1e-12)
