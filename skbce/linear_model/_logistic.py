@@ -558,8 +558,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         step's point is the next pass's. The line search is spread over the
         passes, per label: if a pass finds its point's objective did not
         decrease enough, the next pass tries a shorter step from the last
-        good point. A label stops when its gradient meets :meth:`fit`'s
-        rule (max-norm at most ``tol``), and later passes skip its terms.
+        good point. A label stops when it meets :meth:`fit`'s rule (the
+        gradient's max-norm at most ``tol`` and the decrease the Newton step
+        predicts at most ``tol`` times the objective), and later passes skip
+        its terms.
         The model is each label's last good point, so after the first pass
         it changes at most once per pass, at its last call. The first pass
         (from scratch) computes the terms at all-zero logits and,
@@ -591,15 +593,14 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         Passes over the same chunks converge to :meth:`fit`'s objective as
         Newton's method does. ``benchmarks/bench_partial_fit.py``, 20 passes
         over 6 uneven chunks, C=1 and 0.01: with the exact Hessians within
-        0.02 % of it on all seven dense data sets (SGD alone on the same
+        0.002 % of it on all seven dense data sets (SGD alone on the same
         calls: 0.08 % to 220 % above it); on bibtex (1836 features, 159
-        labels), with the Hessians of 91 % of its rows, 0.29 % (SGD: 311 %;
-        ``fit`` at its default ``tol`` stops 0.11 % above); a pass cost
-        0.24 to 0.91 times a :meth:`fit` on average, the first ones up to 3
-        times. With a budget of a quarter of the exact Hessians' size
-        (samples of 1 % to 68 % of the rows), within 0.23 % but on one data
-        set: standardised digits at C=1, 14 % above with 12 % of the rows
-        (SGD alone: 186 %).
+        labels), with the Hessians of 91 % of its rows, 0.02 % (SGD: 311 %);
+        a pass cost 0.3 to 1.1 times a :meth:`fit` on average, the first
+        ones up to 3 times. With a budget of a quarter of the exact
+        Hessians' size (samples of 1 % to 68 % of the rows), within 0.28 %
+        but on one data set: standardised digits at C=1, 14 % above with
+        12 % of the rows (SGD alone: 186 %).
 
         **SGD** (otherwise): one epoch of mini-batch SGD on the chunk, its
         step set from the first chunk's curvature; the model after each

@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from skbce.linear_model._newton_cg import FORCING_MAX, _pcg
 from skbce.linear_model._newton_cholesky import _newton_directions
 from skbce.linear_model._problem import NEWTON_COPY_BYTES, _working_memory_bytes
+from skbce.linear_model._solver_base import _decrease_small
 from skbce.linear_model._solver_choice import _MEMORY_SLACK
 
 __all__ = ["NewtonPasses", "SampledNewtonPasses", "newton_state"]
@@ -183,8 +184,8 @@ class NewtonPasses:
     slope at its point; a label whose objective did not decrease enough
     (Armijo) goes back to its last accepted point with a shorter step (the
     minimiser of the cubic through the two values and slopes, within [0.1,
-    0.5] of the step), and the pass after that tests it. A label whose
-    gradient meets fit's stopping rule stays where it is. The estimate is
+    0.5] of the step), and the pass after that tests it. A label that meets
+    fit's stopping rule stays where it is. The estimate is
     each label's last accepted point, the best known: it changes once per
     pass. From scratch, the Newton passes start from all logits 0 and SGD
     gives the estimate of the first pass (changing with every call); its
@@ -289,16 +290,18 @@ class NewtonPasses:
         if self.f_base is None:
             self.f_base = np.zeros(len(self.base_b))
         self.f_base[labels] = f_trial
-        done = np.abs(grad).max(axis=0, initial=0.0) <= self.tol
+        step = self._directions(estimator, labels, grad, hess, alpha, d)
+        slope = np.einsum("ij,ij->j", grad, step)
+        # fit's stopping rule (as newton-cholesky's): the gradient's max-norm
+        # and the decrease the step predicts, relative to the objective.
+        done = ((np.abs(grad).max(axis=0, initial=0.0) <= self.tol)
+                & _decrease_small(-0.5 * slope, f_trial, self.tol))
         self.converged[labels[done]] = True
-        step = np.zeros_like(grad)
-        if not done.all():
-            step[:, ~done] = self._directions(estimator, labels[~done], grad[:, ~done],
-                                              None if hess is None else hess[~done], alpha, d)
+        step[:, done], slope[done] = 0.0, 0.0
         self.step_W[:, labels] = step[:d]
         if step.shape[0] > d:
             self.step_b[labels] = step[d]
-        self.slope[labels] = np.einsum("ij,ij->j", grad, step)
+        self.slope[labels] = slope
         self.t[labels] = 1.0
 
     def _backtrack(self, labels, f_trial, grad):
