@@ -68,13 +68,14 @@ class Incremental(_DaskMLIncremental):
     and a 2-D ``y`` goes through :func:`label_blocks`: a plain 2-D dask label
     array works. Each block's ``partial_fit`` is told the rows of the pass
     (``n_samples_per_pass``, ``X``'s rows, unless given), so that ``C``
-    means what it means in the estimator's ``fit`` on ``X``.
+    means what it means in the estimator's ``fit`` on ``X``, and
+    :class:`~skbce.MultiLabelLogistic` takes one Newton step per pass
+    (see its ``partial_fit``).
 
     Parameters
     ----------
     estimator : estimator
-        An estimator with ``partial_fit``, such as
-        ``MultiLabelLogistic(solver="sgd")``.
+        An estimator with ``partial_fit``, such as ``MultiLabelLogistic()``.
 
     scoring, shuffle_blocks, random_state, assume_equal_chunks, predict_meta, \
 predict_proba_meta, transform_meta
@@ -94,7 +95,7 @@ predict_proba_meta, transform_meta
     >>> rng = np.random.default_rng(0)
     >>> X = da.from_array(rng.normal(size=(600, 4)), chunks=200)
     >>> Y = (X[:, :2] > 0).astype(int)      # a plain 2-D label array
-    >>> model = Incremental(MultiLabelLogistic(solver="sgd", random_state=0))
+    >>> model = Incremental(MultiLabelLogistic(random_state=0))
     >>> for epoch in range(3):
     ...     _ = model.partial_fit(X, Y)
     >>> model.estimator_.coef_.shape
