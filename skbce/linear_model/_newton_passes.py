@@ -185,9 +185,8 @@ class NewtonPasses:
     (Armijo) goes back to its last accepted point with a shorter step (the
     minimiser of the cubic through the two values and slopes, within [0.1,
     0.5] of the step), and the pass after that tests it. A label that meets
-    fit's stopping rule stays where it is. The estimate is
-    each label's last accepted point, the best known: it changes once per
-    pass. From scratch, the Newton passes start from all logits 0 and SGD
+    fit's stopping rule stays where it is. The estimate is each label's last
+    accepted point, the best known: it changes at most once per pass. From scratch, the Newton passes start from all logits 0 and SGD
     gives the estimate of the first pass (changing with every call); its
     estimate is kept for a label while it is better than the Newton
     iterate.
@@ -199,8 +198,8 @@ class NewtonPasses:
 
     def __init__(self, W, b, per_pass, sgd_first, tol):
         self.per_pass = float(per_pass)
-        # A label whose gradient's max-norm is at most tol (fit's stopping
-        # rule) has converged: later passes skip its terms.
+        # A label that meets fit's stopping rule at tol has converged: later
+        # passes skip its terms.
         self.tol = float(tol)
         self.base_W = np.array(W, dtype=np.float64)  # (n_features, n_labels)
         self.base_b = np.array(b, dtype=np.float64)
@@ -355,9 +354,9 @@ class SampledNewtonPasses(NewtonPasses):
     For Hessians beyond the memory budget. Each chunk adds its loss and
     exact gradient at the pass's point, and about a share ``rate`` of its
     rows (as many as the memory budget holds; see :meth:`_draw`) to the
-    pass's sample; the pass's last
-    call solves the Newton system of the exact gradient with the Hessian of
-    the sample at the base point -- an unbiased estimate of the pass's --
+    pass's sample; the pass's last call solves the Newton system of the
+    exact gradient with the Hessian of the sample at the base point -- an
+    unbiased estimate of the pass's --
     by newton-cg's preconditioned conjugate gradient, to its relative
     residual ``FORCING_MAX``. The steps are inexact, and the line search
     over the passes keeps those that lower the objective. A sample of few
@@ -404,10 +403,10 @@ class SampledNewtonPasses(NewtonPasses):
         curvature, which a uniform sample can miss altogether -- a
         standardised feature non-zero in a few rows, the few rows near a
         label's boundary -- so that the Newton step along their directions
-        is of the size of ``1 / alpha`` (standardised digits, C=1, a third
-        of the rows: no label converged in 20 passes with a uniform sample;
-        all within 9 with this one). ``T_j`` and the mean score are those of
-        the pass's chunks so far.
+        is of the size of ``1 / alpha`` (standardised digits, C=1, 36 % of
+        the rows, 20 passes: 64 % above fit's objective with a uniform
+        sample, no label converged; 0.004 % with this one, all converged).
+        ``T_j`` and the mean score are those of the pass's chunks so far.
         """
         sq = problem.squared_row_norms(np.ones(problem.n_features)) + problem.fit_intercept
         # Each row's part of each label's trace (D carries the chunk's
@@ -437,7 +436,8 @@ class SampledNewtonPasses(NewtonPasses):
         gb = (grad[d] if grad.shape[0] > d else np.zeros(len(labels))).astype(dtype)
         cg_tol = FORCING_MAX * np.sqrt(np.einsum("ij,ij->j", grad, grad))
         PW, Pb, _ = _pcg(problem, D, gW, gb, cg_tol, max(20, min(200, d + 1)))
-        return np.vstack([PW, Pb]) if grad.shape[0] > d else PW.astype(np.float64)
+        step = np.vstack([PW, Pb]) if grad.shape[0] > d else PW
+        return step.astype(np.float64)
 
     def _sample_problem(self, estimator):
         """The problem of the pass's sample, its penalty weighed against the pass."""
