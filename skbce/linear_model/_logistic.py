@@ -596,8 +596,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         0.002 % of it on all seven dense data sets (SGD alone on the same
         calls: 0.08 % to 220 % above it); on bibtex (1836 features, 159
         labels), with the Hessians of 91 % of its rows, 0.02 % (SGD: 311 %);
-        a pass cost 0.3 to 1.1 times a :meth:`fit` on average, the first
-        ones up to 3 times. With a budget of a quarter of the exact
+        a pass cost 0.2 to 1.1 times a :meth:`fit` on average, the first
+        ones up to 3.7 times (a busy machine, two runs). With a budget of a quarter of the exact
         Hessians' size (samples of 1 % to 68 % of the rows), within 0.28 %
         but on one data set: standardised digits at C=1, 14 % above with
         12 % of the rows (SGD alone: 186 %).
