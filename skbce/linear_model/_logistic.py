@@ -548,65 +548,35 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         weights, weights replace rows), or all the rows seen so far
         (``n_samples_seen_``) when it was never given.
 
-        **Newton passes** (``n_samples_per_pass`` given, ``l1_ratio=0``, and
-        the memory budget below). A pass is the calls whose chunks' weight
-        adds up to ``n_samples_per_pass`` (to a relative 1e-6), in any
-        order. Each call adds its chunk's loss, gradient and exact Hessian
-        of every label (intercept included) at the pass's point to running
-        sums; the pass's last call takes one Newton step on them plus the
-        penalty -- :meth:`fit`'s objective on the pass's rows -- and that
-        step's point is the next pass's. The line search is spread over the
-        passes, per label: if a pass finds its point's objective did not
-        decrease enough, the next pass tries a shorter step from the last
-        good point. A label stops when it meets :meth:`fit`'s rule (the
-        gradient's max-norm at most ``tol`` and the decrease the Newton step
-        predicts at most ``tol`` times the objective), and later passes skip
-        its terms.
-        The model is each label's last good point, so after the first pass
-        it changes at most once per pass, at its last call. The first pass
-        (from scratch) computes the terms at all-zero logits and,
-        meanwhile, gives SGD's estimate, changing with each call; that
-        estimate is kept for a label until the Newton iterate is better.
-        After :meth:`fit`, or with a new ``n_samples_per_pass``, the passes
-        start from the current model. A call that overflows the pass (chunks
-        that do not tile the data) ends it, its sums averaged over the
-        weight received. If the chunks of later passes hold other rows, the
-        comparisons between passes mean little: for data that do not
+        **Newton passes** (``n_samples_per_pass`` given and ``l1_ratio=0``).
+        A pass is the calls whose chunks' weight adds up to
+        ``n_samples_per_pass`` (to a relative 1e-6), in any order. Each call
+        adds its chunk's loss, gradient and Hessian of every label at the
+        pass's point to running sums; the pass's last call takes one Newton
+        step on them plus the penalty, :meth:`fit`'s objective on the
+        pass's rows. The line search is spread over the passes, per label (a
+        step that did not lower a label's objective enough is shortened and
+        tested on the next pass), and a label stops by :meth:`fit`'s rule.
+        The model is each label's best point so far: after the first pass
+        it changes at most once per pass; during the first pass (from
+        scratch) SGD gives it. The exact Hessians, ``n_labels *
+        (n_features + 1)^2`` float64 values kept between calls, must fit
+        the memory a :meth:`fit` of the pass's rows may use for its
+        per-label work (``4 * rows * n_labels * 8`` bytes + 32 MiB, within
+        scikit-learn's ``working_memory``); beyond it each pass keeps the
+        Hessian of a weighted sample of its rows, SGD runs beside, and
+        each label keeps the better of the two. For chunks that do not
         repeat, leave ``n_samples_per_pass`` unset.
 
-        Memory: the budget is what a :meth:`fit` of the pass's rows may
-        allocate for its per-label work, ``4 * rows * n_labels * 8 bytes +
-        32 MiB``, within scikit-learn's ``working_memory``. The exact
-        Hessians take ``n_labels * (n_features + 1)^2`` float64 values, kept
-        between calls, plus a chunk's in the kernel. Beyond the budget, each
-        pass keeps a random sample of its rows instead, as many as the
-        budget holds (at least as many as a label has coefficients, else
-        SGD), drawn with probabilities that follow each row's share of a
-        label's Hessian and weighted by their inverse; the pass's last call
-        solves the Newton system of the exact gradient with the sample's
-        Hessian by conjugate gradient (as ``"newton-cg"``). As such steps
-        can be poor when the sample is small, SGD then also runs on every
-        chunk, and the model is, per label, the better of the Newton
-        iterate and the best of SGD's estimates (each evaluated on the pass
-        after its own).
+        **SGD** (a stream, an L1 part, or too little memory for a sample of
+        as many rows as a label has coefficients): one epoch of mini-batch
+        SGD on the chunk, its step set from the first chunk's curvature; the
+        model after each call is the average of the SGD iterates over the
+        last pass. Repeated passes approach :meth:`fit`'s objective slowly
+        on ill-conditioned data.
 
-        Passes over the same chunks converge to :meth:`fit`'s objective as
-        Newton's method does. ``benchmarks/bench_partial_fit.py``, 20 passes
-        over 6 uneven chunks, C=1 and 0.01: with the exact Hessians within
-        0.002 % of it on all seven dense data sets (SGD alone on the same
-        calls: 0.08 % to 220 % above it); on bibtex (1836 features, 159
-        labels), with the Hessians of 91 % of its rows, 0.02 % (SGD: 311 %);
-        a pass cost 0.2 to 1.1 times a :meth:`fit` on average, the first
-        ones up to 3.7 times (a busy machine, two runs). With a budget of a quarter of the exact
-        Hessians' size (samples of 1 % to 68 % of the rows), within 0.28 %
-        but on one data set: standardised digits at C=1, 14 % above with
-        12 % of the rows (SGD alone: 186 %).
-
-        **SGD** (otherwise): one epoch of mini-batch SGD on the chunk, its
-        step set from the first chunk's curvature; the model after each
-        call is the average of the SGD iterates over the last pass. With
-        ``n_samples_per_pass``, repeated passes approach :meth:`fit`'s
-        objective, slowly on ill-conditioned data.
+        How close 20 passes come to :meth:`fit`, and what a pass costs:
+        :ref:`dask_stream`.
         """
         first = not hasattr(self, "coef_")
         X, y = self._validate_X_y(X, y, reset=first)
