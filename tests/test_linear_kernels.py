@@ -1,4 +1,4 @@
-"""The solver kernels of skbce._linear_kernels against scipy / numpy references.
+"""The solver kernels (skbce._linear_kernels, skbce._csr_kernels) against scipy / numpy references.
 
 Edge cases the register tiles have to get right: label counts that are not a
 multiple of the tile width (the last tile reads or writes past its columns),

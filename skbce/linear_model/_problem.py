@@ -14,7 +14,7 @@ The labels share nothing but the data, and the solvers exploit it: the
 coefficients of all labels are held as the columns of one ``(n_features,
 n_active)`` matrix, so that a forward pass is the single product ``X @ W`` and
 a backward pass ``X.T @ G`` (BLAS for dense ``X``, the OpenMP kernels of
-:mod:`skbce._linear_kernels` for sparse ``X``), and one fused kernel pass
+:mod:`skbce._csr_kernels` for sparse ``X``), and one fused kernel pass
 (:func:`skbce._linear_kernels.logistic_derivatives`, the arithmetic of
 :func:`skbce._bce.bce_pass` plus per-label sums and curvature) gives the loss
 of each label and the gradient and curvature with respect to the logits. SGD
@@ -387,7 +387,7 @@ class LinearBCE:
     def _setup_products(self, threads):
         """How ``X @ W`` and ``X.T @ G`` are computed, chosen once.
 
-        A sparse ``X`` goes to the kernels of :mod:`skbce._linear_kernels` as
+        A sparse ``X`` goes to the kernels of :mod:`skbce._csr_kernels` as
         the three arrays of its CSR form, with no copy (a CSC matrix is
         converted once): both products run over its rows.
         """
