@@ -46,7 +46,7 @@ absent):
   writing the method).
 * ``bibtex``: all 7395 rows, CSR, 1836 binary features, 159 labels: its
   Hessians (4.3 GB) are beyond the default budget, which holds a sample of
-  all its rows.
+  most of its rows.
 """
 
 import argparse

@@ -186,10 +186,10 @@ class NewtonPasses:
     minimiser of the cubic through the two values and slopes, within [0.1,
     0.5] of the step), and the pass after that tests it. A label that meets
     fit's stopping rule stays where it is. The estimate is each label's last
-    accepted point, the best known: it changes at most once per pass. From scratch, the Newton passes start from all logits 0 and SGD
-    gives the estimate of the first pass (changing with every call); its
-    estimate is kept for a label while it is better than the Newton
-    iterate.
+    accepted point, the best known: it changes at most once per pass.
+    From scratch, the Newton passes start from all logits 0 and SGD gives
+    the estimate of the first pass (changing with every call); its estimate
+    is kept for a label while it is better than the Newton iterate.
     """
 
     # Whether SGD runs beside the Newton steps after the first pass (its
@@ -210,6 +210,10 @@ class NewtonPasses:
         self.t, self.slope = np.ones(k), np.zeros(k)
         self.converged = np.zeros(k, dtype=bool)
         self.runs_sgd = bool(sgd_first)  # SGD gives the estimate of this pass
+        # From scratch the start (all logits 0) is no estimate: SGD's stands
+        # until it is evaluated. After fit the start is fit's solution, which
+        # stands until an evaluated SGD estimate beats it.
+        self.sgd_first = bool(sgd_first)
         # SGD's estimate after a pass, evaluated by the next; the last one
         # evaluated, and its objective.
         self.sgd_W = self.sgd_b = self.best_sgd = self.f_sgd = None
@@ -339,7 +343,7 @@ class NewtonPasses:
 
     def published(self):
         """The estimate, ``(W, b)`` in float64: each label's best known point."""
-        if self.f_sgd is None and self.sgd_W is not None:
+        if self.f_sgd is None and self.sgd_W is not None and self.sgd_first:
             return self.sgd_W, self.sgd_b  # until the pass after SGD's compares them
         if self.f_sgd is None:
             return self.base_W, self.base_b
@@ -355,9 +359,10 @@ class SampledNewtonPasses(NewtonPasses):
     exact gradient at the pass's point, and about a share ``rate`` of its
     rows (as many as the memory budget holds; see :meth:`_draw`) to the
     pass's sample; the pass's last call solves the Newton system of the
-    exact gradient with the Hessian of the sample at the base point -- an
-    unbiased estimate of the pass's --
-    by newton-cg's preconditioned conjugate gradient, to its relative
+    exact gradient with the Hessian of the sample at the base point -- its
+    rows weighted by the inverse of their chance of being drawn and
+    normalised by the sample's total weight, a ratio estimate of the pass's
+    -- by newton-cg's preconditioned conjugate gradient, to its relative
     residual ``FORCING_MAX``. The steps are inexact, and the line search
     over the passes keeps those that lower the objective. A sample of few
     rows per coefficient can make them poor (a Gaussian 3600 x 30 with 36
