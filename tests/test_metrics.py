@@ -861,11 +861,12 @@ def test_int64_targets_beyond_int32_are_reported(kernel_variant, value):
 
 @pytest.mark.parametrize("from_logits", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_kernel_threads_each_write_their_own_scratch(kernel_variant, from_logits, dtype):
-    # An output the caller does not want is written to a scratch row per
-    # thread: with more threads than cores, every thread's elementwise losses
-    # (per-row weights: the rows loop; per-entry weights: the flat loop)
-    # equal a one-thread pass.
+def test_unwanted_output_scratch_leaves_wanted_outputs_exact(kernel_variant, from_logits, dtype):
+    # The gradient, not wanted here, goes to a scratch row per thread, which
+    # nothing reads back: what this checks is that those writes stay out of
+    # the wanted outputs. With more threads than cores, the elementwise
+    # losses (per-row weights: the rows loop; per-entry weights: the flat
+    # loop) equal a one-thread pass's exactly.
     rng = np.random.default_rng(5)
     y, p = random_problem(rng, (5_003, 7), soft=True, dtype=dtype)
     prediction = rng.normal(size=y.shape).astype(dtype) if from_logits else p
