@@ -291,9 +291,9 @@ cdef inline floating logit_gradient(
     # Both sigmoids are computed, never 1 - sigmoid: for hard targets one
     # term is zero and the other exact to a few ulps at any logit. For soft
     # targets near sigmoid(z) = y the two terms cancel, and the difference is
-    # only exact to a few ulps of the terms: *cancels is set to 1 when they
-    # are within a small factor of each other, and the caller then recomputes
-    # the gradient in extra precision (_precise_logit_gradient).
+    # only exact to a few ulps of the terms: for float64, *cancels is set to
+    # 1 when they are within a small factor of each other, and the caller
+    # then recomputes the gradient in double-double (_precise_logit_gradient).
     cdef floating sig_big = <floating> 1 / (<floating> 1 + exp_neg_abs_z)
     cdef floating sig_small = exp_neg_abs_z * sig_big
     cdef floating sig_pos = sig_big if z >= <floating> 0 else sig_small
@@ -304,10 +304,11 @@ cdef inline floating logit_gradient(
     # so within 4 ulps of the difference where the terms differ by more than
     # a factor 2. float32: its vector exp and division leave up to 3.3 ulps
     # of the larger term (AVX2), too close to the bound even without
-    # cancellation, and its extra-precision pass is cheap: every entry with
-    # two non-zero terms (a soft target) is redone.
+    # cancellation, so every float32 entry with two non-zero terms (a soft
+    # target) is computed in double instead (_logit_entry's soft formula);
+    # a hard target has one non-zero term, and nothing to redo.
     if floating is float:
-        cancels[0] = (up > 0) & (down > 0)
+        cancels[0] = 0
     else:
         cancels[0] = (up < 2 * down) & (down < 2 * up)
     return up - down
@@ -444,10 +445,23 @@ cdef inline floating _prob_entry(
 
 cdef inline floating _logit_entry(
     floating y, floating z, floating w, floating pos_weight,
-    floating grad_scale, floating *grad, int *cancels,
+    floating grad_scale, floating *grad, int *cancels, formula_t formula,
 ) noexcept nogil:
-    # _prob_entry from a logit; *cancels: see logit_gradient.
-    cdef floating exp_neg_abs_z = _exp(-_abs(z))
+    # _prob_entry from a logit; *cancels: see logit_gradient. The soft
+    # formula matters for float32 only: its gradient is computed in double
+    # from the start (the terms of a soft target may cancel, see
+    # logit_gradient), so nothing is redone; the loss takes exp(-|z|)
+    # rounded from that double. float64 has one formula: its cancelling
+    # entries are few and redone in double-double.
+    cdef double exp_double
+    cdef floating exp_neg_abs_z
+    if floating is float and formula_t is _soft:
+        exp_double = _exp(-_abs(<double> z))
+        grad[0] = <float> ((<double> grad_scale) * (<double> w) * logit_gradient(
+            <double> y, <double> z, <double> pos_weight, exp_double, cancels))
+        cancels[0] = 0
+        return w * logit_loss(y, z, pos_weight, <float> exp_double)
+    exp_neg_abs_z = _exp(-_abs(z))
     grad[0] = grad_scale * w * logit_gradient(y, z, pos_weight, exp_neg_abs_z, cancels)
     return w * logit_loss(y, z, pos_weight, exp_neg_abs_z)
 
@@ -600,7 +614,44 @@ cdef floating _logit_block(
     bint check,
     int *flags,
 ) noexcept nogil:
-    # _prob_block from logits. ``entry_weight``: the per-entry weights the
+    # _prob_block from logits. A float32 block whose gradient is wanted and
+    # which holds a soft target takes the soft formula (see _logit_entry):
+    # computing its gradient in float32 and then again in double (every soft
+    # entry was redone) cost float32 soft targets 1.8x the time of hard ones
+    # (10M entries, AVX-512, one thread: 44 against 24 ms). The scan of the
+    # block's targets is a pass over 8 KiB that the loop then reads from cache.
+    cdef Py_ssize_t e
+    cdef int soft = 0
+    if target_t is float and grad_out != NULL:
+        for e in range(m):
+            soft |= _strictly_inside_unit(y[e])
+        if soft:
+            return _logit_loop(y, z, m, weight, weight_scale, label_weight, pos_weight,
+                               scalar_pos_weight, <_soft> 0, loss_out, grad_out,
+                               grad_scale, scratch, check, flags)
+    return _logit_loop(y, z, m, weight, weight_scale, label_weight, pos_weight,
+                       scalar_pos_weight, <_hard> 0, loss_out, grad_out, grad_scale,
+                       scratch, check, flags)
+
+
+cdef inline floating _logit_loop(
+    const target_t *y,
+    const floating *z,
+    Py_ssize_t m,
+    const floating *weight,
+    floating weight_scale,
+    const floating *label_weight,
+    const floating *pos_weight,
+    floating scalar_pos_weight,
+    formula_t formula,            # its type: which formula (_logit_entry)
+    floating *loss_out,
+    floating *grad_out,
+    floating grad_scale,
+    floating *scratch,            # 2 * _BLOCK entries of the thread's own
+    bint check,
+    int *flags,
+) noexcept nogil:
+    # _logit_block's loops. ``entry_weight``: the per-entry weights the
     # extra-precision pass multiplies by (all ones, the flat run's or the
     # row's labels').
     cdef Py_ssize_t e
@@ -622,7 +673,7 @@ cdef floating _logit_block(
             if check:
                 found |= _target_invalid(y[e]) | _not_finite(z[e])
             l = _logit_entry(yv, z[e], weight_scale * label_weight[e], pos_weight[e],
-                             grad_scale, &g, &cancels)
+                             grad_scale, &g, &cancels, formula)
             cancelling[e] = cancels
             n_cancels += cancels
             grad_out[e] = g
@@ -633,7 +684,7 @@ cdef floating _logit_block(
             _read_target(y[e], &yv)
             if check:
                 found |= _target_invalid(y[e]) | _not_finite(z[e])
-            part += _logit_entry(yv, z[e], 1, scalar_pos_weight, 0, &g, &cancels)
+            part += _logit_entry(yv, z[e], 1, scalar_pos_weight, 0, &g, &cancels, formula)
         part *= weight_scale
     elif weight == NULL and loss_out == NULL:
         # The loss and its gradient, unweighted: what a solver calls.
@@ -642,7 +693,7 @@ cdef floating _logit_block(
             if check:
                 found |= _target_invalid(y[e]) | _not_finite(z[e])
             part += _logit_entry(yv, z[e], 1, scalar_pos_weight,
-                                 grad_scale * weight_scale, &g, &cancels)
+                                 grad_scale * weight_scale, &g, &cancels, formula)
             cancelling[e] = cancels
             n_cancels += cancels
             grad_out[e] = g
@@ -655,7 +706,7 @@ cdef floating _logit_block(
             if check:
                 found |= _target_invalid(y[e]) | _not_finite(z[e])
             l = _logit_entry(yv, z[e], weight_scale * entry_weight[e], scalar_pos_weight,
-                             grad_scale, &g, &cancels)
+                             grad_scale, &g, &cancels, formula)
             cancelling[e] = cancels
             n_cancels += cancels
             grad_out[e] = g
@@ -668,14 +719,6 @@ cdef floating _logit_block(
     if check:
         flags[0] |= found
     return part
-
-
-cdef inline double _logit_gradient_double(double y, double z, double pos_weight) noexcept nogil:
-    # logit_gradient in double, for float32 inputs (exact in double): each
-    # term is then within about 2^-52 of itself, which leaves their
-    # difference exact to float32's last bit until they agree in 26 bits.
-    cdef int cancels
-    return logit_gradient(y, z, pos_weight, _exp(-_abs(z)), &cancels)
 
 
 cdef void _precise_logit_gradient(
@@ -691,14 +734,13 @@ cdef void _precise_logit_gradient(
     const unsigned char *cancelling,  # 1 for the entries to redo
     Py_ssize_t n_cancelling,
 ) noexcept nogil:
-    # The gradients of a block's cancelling entries again, in extra
-    # precision. float32: the whole block in double (glibc's vector exp;
-    # packing the cancelling entries first saved nothing measurable).
-    # float64: in double-double (skbce/_precise.c, about 4 ns an entry on
-    # AVX-512), the whole block if it mostly cancels (soft targets at a close
-    # fit), else only its cancelling entries, packed first (soft targets at
-    # random logits: about 1 in 6). Only soft targets cancel: integer ones
-    # never get here, but would be handled all the same.
+    # The float64 gradients of a block's cancelling entries again, in
+    # double-double (skbce/_precise.c, about 4 ns an entry on AVX-512): the
+    # whole block if it mostly cancels (soft targets at a close fit), else
+    # only its cancelling entries, packed first (soft targets at random
+    # logits: about 1 in 6). Only soft targets cancel: integer ones never get
+    # here, but would be handled all the same. (float32 never cancels: its
+    # soft targets are computed in double in the first place.)
     cdef double gradient[_BLOCK]
     cdef double y_packed[_BLOCK]
     cdef double z_packed[_BLOCK]
@@ -706,20 +748,7 @@ cdef void _precise_logit_gradient(
     cdef Py_ssize_t index[_BLOCK]
     cdef Py_ssize_t e, i, n
     cdef floating yv
-    if floating is float:
-        if pos_weight != NULL:
-            for e in range(m):
-                _read_target(y[e], &yv)
-                grad_out[e] = <floating> (
-                    _entry_scale(entry_weight[e], weight_scale, grad_scale)
-                    * _logit_gradient_double(yv, z[e], pos_weight[e]))
-        else:
-            for e in range(m):
-                _read_target(y[e], &yv)
-                grad_out[e] = <floating> (
-                    _entry_scale(entry_weight[e], weight_scale, grad_scale)
-                    * _logit_gradient_double(yv, z[e], scalar_pos_weight))
-    else:
+    if floating is double:
         if target_t is double:
             if 4 * n_cancelling > m:
                 skbce_logit_gradient_dd(y, z, pos_weight, scalar_pos_weight, m, gradient)

@@ -11,8 +11,9 @@ The gradient with respect to a logit for a *soft* target,
 ``(1 - y) sigmoid(z) - w y sigmoid(-z)``, cancels where ``sigmoid(z)`` is close
 to ``y`` (a close fit): in working precision it is exact only to a few ulps of
 its larger term (169 ulps of the result were seen in float32, 26 in float64).
-The kernels redo such entries in extra precision (float32 in double, float64
-in double-double); the tests below include logits at a close fit. The bound
+The kernels compute such entries in extra precision (float32: every soft
+target's gradient in double; float64: the cancelling entries again in
+double-double); the tests below include logits at a close fit. The bound
 has a limit: the double-double ``exp`` is good to about 2^-85, so a float64
 gradient stays within 4 ulps while the two terms differ in their leading
 ~30 bits; a fit closer than that (``y`` set to the rounded ``sigmoid(z)``
@@ -173,6 +174,34 @@ def test_logit_gradient_with_pos_weight_at_a_close_fit(dtype):
     want_loss, want_grad = logit_references(y, z, pos_weight=2.5)
     assert ulps(loss, want_loss).max() <= MAX_ULPS
     assert ulps(grad, want_grad).max() <= MAX_ULPS
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_gradient_of_blocks_with_and_without_soft_targets(dtype):
+    # The solvers' call: the mean loss and its gradient, no elementwise
+    # loss. The kernels work in blocks of 2048 entries and pick a block's
+    # loop by its targets (float32: a block holding a soft target computes
+    # its gradient in double). 4 blocks: all hard; all soft at a close fit;
+    # hard with one soft target in the middle; soft at random logits. 2^13
+    # entries, so the mean's 1/n scales every gradient exactly.
+    rng = np.random.default_rng(4)
+    block = 2048
+    hard = targets(rng, "hard", 4 * block)
+    soft = targets(rng, "soft", 4 * block)
+    y = np.concatenate([hard[:block], soft[block:2 * block], hard[2 * block:3 * block],
+                        soft[3 * block:]])
+    y[2 * block + block // 2] = 0.3
+    y = y.astype(dtype)
+    z = logits(rng, dtype, 4 * block)[: 4 * block]
+    z[block:2 * block] = close_fit_logits(rng, y[block:2 * block], dtype)
+    mean_loss, grad = bce_loss_and_gradient(y, z, from_logits=True)
+    want_loss, want_grad = logit_references(y, z)
+    # Where the mean's gradient is subnormal (|z| near the end of the range)
+    # it has fewer digits than 4 ulps can speak of; those are left out.
+    normal = np.abs(want_grad) / y.size >= np.finfo(dtype).tiny
+    assert normal.mean() > 0.9
+    assert ulps(grad[normal] * dtype(y.size), want_grad[normal]).max() <= MAX_ULPS
+    assert mean_loss == pytest.approx(want_loss.mean(), rel=1e-6 if dtype == np.float32 else 1e-13)
 
 
 @pytest.mark.parametrize(
