@@ -71,6 +71,33 @@ def test_default_x86_build_has_three_levels():
     }
 
 
+# glibc's vector log1p, float32 and float64, per x86-64 level (the vector
+# function ABI's names: b = SSE, d = AVX2, e = AVX-512, then the lanes).
+VECTOR_LOG1P = {
+    "baseline": (b"_ZGVbN4v_log1pf", b"_ZGVbN2v_log1p"),
+    "avx2": (b"_ZGVdN8v_log1pf", b"_ZGVdN4v_log1p"),
+    "avx512": (b"_ZGVeN16v_log1pf", b"_ZGVeN8v_log1p"),
+}
+
+
+@pytest.mark.skipif(
+    MARCH != "dispatch" or platform.machine().lower() not in ("x86_64", "amd64")
+    or platform.system() != "Linux",
+    reason="the names are those of glibc's libmvec on x86-64",
+)
+@pytest.mark.parametrize("variant", list(VECTOR_LOG1P))
+def test_loss_loops_call_the_vector_math_library(variant):
+    # The loss loops are only fast if gcc vectorised them, calling libmvec.
+    # Silent ways to lose that: a point function compiled without the
+    # module's cdivision (Cython then adds a zero test, and gcc vectorised
+    # no loop at all), or fast-math dropped from the compile step.
+    suffix = "" if variant == next(iter(VARIANTS)) else "_" + variant
+    origin = importlib.util.find_spec(f"skbce._bce{suffix}").origin
+    binary = Path(origin).read_bytes()
+    for symbol in VECTOR_LOG1P[variant]:
+        assert symbol in binary, (variant, symbol)
+
+
 def test_import_picks_the_best_supported_variant(tmp_path):
     out = run_python("from skbce import _kernels; print(_kernels.variant)", tmp_path)
     assert out.stdout.strip() == BEST
