@@ -438,6 +438,8 @@ GOOD_P = np.array([[0.9, 0.2], [0.3, 0.6], [0.5, 0.5]])
         (dict(y_true=np.array([["a", "b"]] * 3)), "y_true"),
         (dict(y_pred=np.array([[object(), 0.2]] * 3, dtype=object)), "y_pred"),
         (dict(y_true=0.5, y_pred=0.5), "y_true"),
+        (dict(y_true=np.array(0.5), y_pred=np.array(0.5)), "y_true"),
+        (dict(y_pred=np.full((3, 2), 0.5) + 0j), "y_pred"),
         (dict(sample_weight=[1.0, -1.0, 1.0]), "sample_weight"),
         (dict(sample_weight=[0.0, 0.0, 0.0]), "sample_weight"),
         (dict(sample_weight=[1.0, 1.0]), "sample_weight"),
@@ -461,6 +463,30 @@ def test_bad_input_is_a_value_error_naming_the_argument(function, kwargs, match)
     arguments = dict(y_true=GOOD_Y, y_pred=GOOD_P) | kwargs
     with pytest.raises(ValueError, match=match):
         function(**arguments)
+
+
+@pytest.mark.parametrize(
+    "dtype", [bool, np.int8, np.uint8, np.int32, np.int64, np.float16, np.float32, np.float64,
+              ">f8", ">i8"],
+)
+@pytest.mark.parametrize("layout", ["1-D", "2-D", "strided", "Fortran"])
+def test_ndarray_targets_and_lists_give_the_same_loss(dtype, layout):
+    # Real-valued native ndarrays skip check_array (it would return them
+    # unchanged); everything else goes through it. Both roads must agree.
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 6)) < 0.4).astype(dtype)
+    p = rng.uniform(0.01, 0.99, (40, 6))
+    if layout == "1-D":
+        y, p = y[:, 0], p[:, 0]
+    elif layout == "strided":
+        y, p = y[::2, ::3], p[::2, ::3]
+    elif layout == "Fortran":
+        y, p = np.asfortranarray(y), np.asfortranarray(p)
+    want = binary_cross_entropy(y.astype(np.float64).tolist(), p.tolist())
+    assert binary_cross_entropy(y, p) == pytest.approx(want, rel=1e-12)
+    loss, grad = bce_loss_and_gradient(y, p)
+    assert loss == pytest.approx(want, rel=1e-12)
+    assert grad.shape == p.shape
 
 
 def test_large_bad_input_reports_first_offender():
