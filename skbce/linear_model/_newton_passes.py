@@ -238,6 +238,7 @@ class NewtonPasses:
                                       self.trial_W[:, labels].astype(dtype),
                                       self.trial_b[labels].astype(dtype), labels)
             self.sums = terms if self.sums is None else _add_to(self.sums, terms)
+            del terms  # the chunk's Hessians: not to be alive beside the pass's end
         weight = _weight(X.shape[0], sample_weight)
         if self.sgd_W is not None:
             # The pass after SGD's also gives the loss of SGD's estimate.
@@ -269,8 +270,14 @@ class NewtonPasses:
         if not len(labels):
             return
         # A pass that overflowed (chunks that do not tile the data) is
-        # averaged over the weight it got.
-        loss, grad, hess = (None if s is None else s / self.weight for s in self.sums)
+        # averaged over the weight it got. In place, and the pass's sums are
+        # let go: a copy of the Hessians here would be beyond newton_bytes.
+        loss, grad, hess = self.sums
+        self.sums = None
+        loss = loss / self.weight
+        grad /= self.weight
+        if hess is not None:
+            hess /= self.weight
         d = self.base_W.shape[0]
         W = self.trial_W[:, labels]
         f_trial = loss + 0.5 * alpha * np.einsum("ij,ij->j", W, W)
@@ -281,8 +288,10 @@ class NewtonPasses:
             t, slope, f_base = self.t[labels], self.slope[labels], self.f_base[labels]
             accepted = f_trial <= f_base + _ARMIJO * t * slope + _ROUNDING * np.abs(f_base)
         self._backtrack(labels[~accepted], f_trial[~accepted], grad[:, ~accepted])
+        if hess is not None and not accepted.all():
+            hess = hess[accepted]  # only some labels take a step: their Hessians
         self._accept(estimator, labels[accepted], f_trial[accepted], grad[:, accepted],
-                     None if hess is None else hess[accepted], alpha, d)
+                     hess, alpha, d)
         self.trial_W = self.base_W + self.t * self.step_W
         self.trial_b = self.base_b + self.t * self.step_b
 
