@@ -259,8 +259,11 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         gmax = _max_abs(gW, gb)
         done = gmax <= tol
         if done.any():
+            # The curvature's column sums, then the done labels': D[:, done]
+            # would copy the done labels' curvature, up to all of D.
+            curvature = D.sum(axis=0, dtype=np.float64)[done]
             done[done] = _decrease_small(
-                _diagonal_decrease(gW[:, done], gb[done], D[:, done].sum(axis=0, dtype=np.float64),
+                _diagonal_decrease(gW[:, done], gb[done], curvature,
                                    problem.squared_column_means(), problem.alpha),
                 f[done], tol)
         labels.converged[labels.active[done]] = True
