@@ -136,8 +136,6 @@ def best_of(fits, repeats):
 
 
 def run_variant(client, variant, args):
-    import dask.array as da
-
     from skbce import MultiLabelLogistic
 
     X, Y = make_data(args.n_samples, args.features if variant == "dense" else args.sparse_features,
