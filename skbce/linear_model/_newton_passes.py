@@ -254,9 +254,14 @@ class NewtonPasses:
             self.sgd_W = np.array(sgd_estimate[0], dtype=np.float64)
             self.sgd_b = np.array(sgd_estimate[1], dtype=np.float64)
         self.runs_sgd = False
-        self._end_pass(estimator, problem.alpha)
+        try:
+            self._end_pass(estimator, problem.alpha)
+        finally:
+            # The pass's sums are spent (divided in place) once its end
+            # begins: should it fail, the next chunk starts a new pass rather
+            # than adding to a pass whose weight is already full.
+            self._new_pass()
         self.passes += 1
-        self._new_pass()
 
     def _chunk_terms(self, estimator, problem, X, Y, sample_weight, W, b, labels):
         return chunk_terms(estimator, problem, X, Y, sample_weight, W, b, labels)
