@@ -64,7 +64,7 @@ def timing_order(names):
             continue
         order.append(name)
         twin = name.replace("f64", "f32")
-        if "f64" in name and twin in names:
+        if "f64" in name and twin in names and twin not in order:
             order.append(twin)
     return order
 
