@@ -44,16 +44,23 @@ def _compute_dtype(xp, y_true, y_pred):
 
 def _numpy(values):
     """An array of any namespace as a NumPy array; lists and numbers as they are."""
-    if isinstance(values, (Number, list, tuple)):
+    if isinstance(values, (Number, list, tuple, np.ndarray)):
         return values
-    namespace, _ = get_namespace(values)
+    try:
+        namespace, _ = get_namespace(values)
+    except TypeError:  # not an array to the array API
+        return np.asarray(values)
     return _convert_to_numpy(values, namespace)
 
 
 def _moved(xp, values, device):
     """``values`` (an array of any namespace, a list, a number) as an array of ``xp``."""
-    if not isinstance(values, (Number, list, tuple)) and get_namespace(values)[0] is xp:
-        return values
+    if hasattr(values, "shape") and not isinstance(values, np.ndarray):
+        try:
+            if get_namespace(values)[0] is xp:
+                return values
+        except TypeError:
+            pass
     return xp.asarray(np.asarray(_numpy(values)), device=device)
 
 

@@ -350,9 +350,12 @@ class _BCEScorer(_BaseScorer):
 
 def _as_numpy(values):
     """An array of any namespace (torch, array-api-strict...) as a NumPy array."""
-    if isinstance(values, (list, tuple)):
+    if isinstance(values, (np.ndarray, list, tuple)):
         return np.asarray(values)
-    namespace, _ = get_namespace(values)
+    try:
+        namespace, _ = get_namespace(values)
+    except TypeError:  # not an array to the array API (with dispatch on)
+        return np.asarray(values)
     return np.asarray(_convert_to_numpy(values, namespace))
 
 
