@@ -55,7 +55,6 @@ from skl2onnx.algebra.onnx_ops import (
     OnnxNeg,
     OnnxReshape,
     OnnxSigmoid,
-    OnnxSqueeze,
     OnnxTranspose,
 )
 from skl2onnx.common.data_types import (
@@ -172,8 +171,6 @@ def _parse_thresholds(scope, model, inputs, custom_parsers=None):
     proba = scope.declare_local_variable(
         "probabilities", _tensor_type(_float_type(inputs[0]))())
     operator.outputs.extend([label, proba])
-    # The graph's input type decides the output's precision.
-    operator.input_dtype = _float_type(inputs[0])
     return operator.outputs
 
 
@@ -191,12 +188,14 @@ def _logistic_shapes(operator):
 
 def _threshold_shapes(operator):
     model, proba = operator.raw_operator, operator.inputs[0]
+    # The parser declared the output in the graph input's precision.
+    dtype = _float_type(operator.outputs[1])
     n_labels = len(model.thresholds_)
     stacked = _inner_layout(model) == "stacked"
     n_rows = proba.get_second_dimension() if stacked else proba.get_first_dimension()
-    _set_output_shapes(operator, model._one_d, n_labels, operator.input_dtype, n_rows)
+    _set_output_shapes(operator, model._one_d, n_labels, dtype, n_rows)
     if stacked:
-        operator.outputs[1].type = _tensor_type(operator.input_dtype)([n_labels, n_rows, 2])
+        operator.outputs[1].type = _tensor_type(dtype)([n_labels, n_rows, 2])
 
 
 # -- converters -------------------------------------------------------------------
@@ -247,9 +246,9 @@ def _convert_thresholds(scope, operator, container):
     proba = operator.inputs[0]
     label_name, proba_name = (out.full_name for out in operator.outputs)
     if _inner_layout(model) == "stacked":
+        # Class 1 of each label (a 0-d index drops the axis), labels as columns.
         positive = OnnxTranspose(
-            OnnxSqueeze(OnnxGather(proba, np.array([1], dtype=np.int64), axis=2, op_version=opv),
-                        np.array([2], dtype=np.int64), op_version=opv),
+            OnnxGather(proba, np.array(1, dtype=np.int64), axis=2, op_version=opv),
             perm=[1, 0], op_version=opv)
     elif model._one_d:
         positive = OnnxGather(proba, np.array([1], dtype=np.int64), axis=1, op_version=opv)

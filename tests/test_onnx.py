@@ -25,7 +25,7 @@ skl2onnx = pytest.importorskip("skl2onnx")
 ort = pytest.importorskip("onnxruntime")
 skbce_onnx = pytest.importorskip("skbce.onnx")
 
-from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV  # noqa: E402
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV
 
 DATA = Path(os.environ.get("SKBCE_BENCH_DATA",
                            Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -167,7 +167,7 @@ def test_threshold_tuner_applies_thresholds(data, case, dtype):
     tuner = MultiLabelThresholdCV(make_estimator(), cv=3).fit(X, y)
     Xd = X.astype(dtype)
     # skl2onnx's forests compute in float32 whatever the input's dtype.
-    label, proba = _check(tuner, Xd, atol=TOLERANCE[np.float32] if "forest" in case else None)
+    label, _ = _check(tuner, Xd, atol=TOLERANCE[np.float32] if "forest" in case else None)
     # The tuned thresholds, not the estimator's own 0.5, decide the labels.
     assert not np.array_equal(label, tuner.estimator_.predict(Xd))
 

@@ -15,9 +15,9 @@ from sklearn.ensemble import RandomForestClassifier
 
 sio = pytest.importorskip("skops.io")
 
-import skbce.skops  # noqa: E402
-from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV  # noqa: E402
-from skbce.skops import TRUSTED_TYPES  # noqa: E402
+import skbce.skops
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV
+from skbce.skops import TRUSTED_TYPES
 
 
 def _data(n_samples=240, n_features=5, n_labels=3, seed=0):
