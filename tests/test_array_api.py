@@ -9,6 +9,10 @@ option is set: skbce's array-API path calls no SciPy function, so the tests
 set the variable then); with older SciPy the dispatch tests skip.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import sklearn
@@ -191,3 +195,31 @@ def test_scorer_computes_in_the_namespace(xp, dispatch, monkeypatch):
     assert isinstance(score, float)
     assert score == pytest.approx(reference, rel=1e-10)
     assert len(calls) == 1 and not calls[0].__name__.endswith("numpy")
+
+
+def test_dispatch_with_scipy_array_api_set_at_start():
+    # The user's way: SCIPY_ARRAY_API=1 before anything imports SciPy, in a
+    # fresh interpreter (from /, so that the installed skbce is imported).
+    pytest.importorskip("array_api_strict")
+    code = """
+import numpy as np, sklearn, array_api_strict as xp
+from skbce import bce_gradient, binary_cross_entropy
+rng = np.random.default_rng(0)
+y = (rng.random((30, 2)) > 0.5).astype(np.int64)
+p = rng.uniform(0.05, 0.95, (30, 2)).astype(np.float32)
+with sklearn.config_context(array_api_dispatch=True):
+    loss = binary_cross_entropy(xp.asarray(y), xp.asarray(p), axis=0)
+    grad = bce_gradient(xp.asarray(y), xp.asarray(p))
+assert type(loss).__module__.startswith("array_api_strict"), type(loss)
+assert loss.dtype == xp.float32 and grad.dtype == xp.float32
+np.testing.assert_allclose(np.asarray(loss), binary_cross_entropy(y, p, axis=0), rtol=2e-6)
+np.testing.assert_allclose(np.asarray(grad), bce_gradient(y, p), rtol=2e-6)
+print("ok")
+"""
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd="/", env=env,
+                            capture_output=True, text=True, timeout=120)
+    if "SciPy must be" in result.stderr:  # scikit-learn's own check: SciPy too old
+        pytest.skip("scikit-learn's array API dispatch needs SciPy >= 1.14")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
