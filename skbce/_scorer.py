@@ -24,6 +24,7 @@ from numbers import Number, Real
 import numpy as np
 from scipy import sparse
 from sklearn.metrics._scorer import _BaseScorer, _cached_call
+from sklearn.utils._array_api import _convert_to_numpy, _is_numpy_namespace, get_namespace
 from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import _check_response_method
 
@@ -279,7 +280,9 @@ class _BCEScorer(_BaseScorer):
         )
         if sparse.issparse(y_true):
             y_true = y_true.toarray()
-        y = np.asarray(y_true)
+        # Targets are read in NumPy (class labels, their mapping to 0/1); an
+        # array of another namespace is converted, as scikit-learn's metrics do.
+        y = _as_numpy(y_true)
         classes = _flat_classes(estimator)
         if y.ndim == 2 and y.shape[1] == 1 and classes is not None:
             if len(classes) <= 2 or y.dtype.kind not in "biuf":
@@ -294,7 +297,13 @@ class _BCEScorer(_BaseScorer):
 
         raw, method_name = self._response(method_caller, estimator, X)
         from_logits = method_name == "decision_function"
-        y_pred = self._positive_predictions(raw, y, estimator, from_logits)
+        xp, is_array_api = get_namespace(raw, remove_types=(str, list, tuple))
+        if is_array_api and not _is_numpy_namespace(xp):
+            # array_api_dispatch=True and, say, torch predictions: the loss
+            # is computed on them, in their namespace (the targets are moved).
+            y_pred = _positive_predictions_in_namespace(raw, y, estimator, from_logits)
+        else:
+            y_pred = self._positive_predictions(raw, y, estimator, from_logits)
 
         try:
             loss = binary_cross_entropy(
@@ -337,6 +346,38 @@ class _BCEScorer(_BaseScorer):
         if y.ndim == 2 and raw.ndim == 1 and y.shape[1] == 1:
             return raw[:, None]
         return raw
+
+
+def _as_numpy(values):
+    """An array of any namespace (torch, array-api-strict...) as a NumPy array."""
+    if isinstance(values, (np.ndarray, list, tuple)):
+        return np.asarray(values)
+    try:
+        namespace, _ = get_namespace(values)
+    except TypeError:  # not an array to the array API (with dispatch on)
+        return np.asarray(values)
+    return np.asarray(_convert_to_numpy(values, namespace))
+
+
+def _positive_predictions_in_namespace(raw, y, estimator, from_logits):
+    """The positive-class column(s) of an array-API response, kept in its namespace.
+
+    The common layouts -- a 1-D response, an (n_samples, 2) ``predict_proba``
+    of two classes, an (n_samples, 1) decision function, an (n_samples,
+    n_labels) array -- are sliced as they are; any other goes through
+    NumPy and the rules of :meth:`_BCEScorer._positive_predictions`.
+    """
+    classes = _flat_classes(estimator)
+    if y.ndim == 1 and raw.ndim == 2:
+        if from_logits and raw.shape[1] == 1:
+            return raw[:, 0]
+        if not from_logits and raw.shape[1] == 2 and classes is not None and len(classes) == 2:
+            return raw[:, 1]
+    elif y.ndim == 2 and raw.ndim == 2 and tuple(raw.shape) == y.shape:
+        return raw
+    elif raw.ndim == 1 and y.ndim == 1:
+        return raw
+    return _BCEScorer._positive_predictions(_as_numpy(raw), y, estimator, from_logits)
 
 
 @validate_params(

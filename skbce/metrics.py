@@ -13,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy import sparse
 from sklearn.utils import check_array
+from sklearn.utils._array_api import _is_numpy_namespace, get_namespace
 from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_params
 from sklearn.utils.validation import _check_sample_weight
 
@@ -382,6 +383,16 @@ def _evaluate(y_true, y_pred, want_loss, want_gradient, *, reduction, axis, **op
         from skbce._dask import evaluate  # lazy, blockwise
 
         return evaluate(y_true, y_pred, want_loss, want_gradient, reduction=reduction,
+                        axis=axis, **options)
+    # With sklearn.set_config(array_api_dispatch=True), predictions of another
+    # namespace (torch, array-api-strict...) are computed in it, the other
+    # inputs moved there (as log_loss does); without, they are converted to
+    # NumPy below, as scikit-learn's metrics convert them.
+    xp, is_array_api = get_namespace(y_pred, remove_types=(str, list, tuple))
+    if is_array_api and not _is_numpy_namespace(xp):
+        from skbce._array_api import evaluate
+
+        return evaluate(xp, y_true, y_pred, want_loss, want_gradient, reduction=reduction,
                         axis=axis, **options)
     problem = _Problem(y_true, y_pred, **options)
     one_label = len(problem.target_shape) == 1
