@@ -43,6 +43,13 @@ def out_of_fold(estimator, X, y, folds, sample_weight=None):
     return P
 
 
+def default_folds(X, Y):
+    """The folds an int cv means for a multi-label target: stratified, seed 0."""
+    from skbce.model_selection import MultiLabelStratifiedKFold
+
+    return MultiLabelStratifiedKFold(5, random_state=0).split(X, Y)
+
+
 def candidates(values, n=100):
     return np.unique(np.append(np.linspace(values.min(), values.max(), n), 0.5))
 
@@ -79,7 +86,7 @@ FOREST = RandomForestClassifier(n_estimators=15, min_samples_leaf=3, random_stat
 def test_threshold_per_label_is_the_best_candidate_of_a_manual_loop(data, estimator, scoring,
                                                                      metric):
     X, Y = data
-    P = out_of_fold(estimator, X, Y, KFold(5).split(X))
+    P = out_of_fold(estimator, X, Y, default_folds(X, Y))
     tuned = MultiLabelThresholdCV(estimator, scoring=scoring).fit(X, Y)
     assert_array_equal(tuned.thresholds_, per_label_manual(P, Y, metric))
     proba = out_of_fold(estimator, X, Y, [(np.arange(len(X)), np.arange(len(X)))])
@@ -89,7 +96,7 @@ def test_threshold_per_label_is_the_best_candidate_of_a_manual_loop(data, estima
 def test_one_threshold_for_all_labels_maximises_the_mean(data):
     X, Y = data
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    P = out_of_fold(model, X, Y, default_folds(X, Y))
     grid = candidates(P)
     mean_f1 = [np.mean([f1_score(Y[:, j], P[:, j] >= t, zero_division=0) for j in range(4)])
                for t in grid]
@@ -103,7 +110,7 @@ def test_one_threshold_for_all_labels_maximises_the_mean(data):
 def test_joint_metric_no_single_label_change_improves_it(data, scoring):
     X, Y = data
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    P = out_of_fold(model, X, Y, default_folds(X, Y))
     average = scoring.split("_")[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -135,18 +142,27 @@ def test_labels_constant_in_a_training_fold(data, estimator):
     Y[:48, 1] = 1  # all positives in the first fold: its training part has none
     Y[:, 3] = 0  # constant everywhere
     P = out_of_fold(estimator, X, Y, KFold(5).split(X))
-    tuned = MultiLabelThresholdCV(estimator).fit(X, Y)
-    assert_array_equal(tuned.thresholds_,
-                       per_label_manual(P, Y, lambda y, p: f1_score(y, p, zero_division=0)))
+    # A user's splitter is used as given, and warned about: the first
+    # fold's model never saw label 1, whose threshold is then not tuned.
+    with pytest.warns(UserWarning, match=r"fold\(s\) 0 has no positive or no negative of "
+                                         r"label\(s\) 1 "):
+        tuned = MultiLabelThresholdCV(estimator, cv=KFold(5)).fit(X, Y)
+    expected = per_label_manual(P, Y, lambda y, p: f1_score(y, p, zero_division=0))
+    expected[1] = 0.5
+    assert_array_equal(tuned.thresholds_, expected)
     assert tuned.thresholds_[3] == 0.5  # nothing to gain: the default stays
     assert_array_equal(tuned.predict(X)[:, 3], 0)
+    # The default folds spread label 1's positives: no fold is blind to it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MultiLabelThresholdCV(estimator).fit(X, Y)
 
 
 def test_sample_weight_weighs_the_metric_and_the_fits(data):
     X, Y = data
     sw = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X), sample_weight=sw)
+    P = out_of_fold(model, X, Y, default_folds(X, Y), sample_weight=sw)
     grid_rows = sw > 0
     expected = []
     for j in range(4):
@@ -164,7 +180,7 @@ def test_metadata_routing(data):
     with sklearn.config_context(enable_metadata_routing=True):
         model = MultiLabelLogistic(C=0.3).set_fit_request(sample_weight=False)
         scorer = make_scorer(f1_score).set_score_request(sample_weight=True)
-        P = out_of_fold(model, X, Y, KFold(5).split(X))
+        P = out_of_fold(model, X, Y, default_folds(X, Y))
         expected = []
         for j in range(4):
             grid = candidates(P[:, j])
