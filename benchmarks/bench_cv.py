@@ -232,7 +232,9 @@ def held_out(model, X_test, Y_test):
 
     from skbce import binary_cross_entropy
 
-    inner = getattr(model, "estimator_", model)
+    from skbce import MultiLabelThresholdCV
+
+    inner = model.estimator_ if isinstance(model, MultiLabelThresholdCV) else model
     P = np.clip(positive_proba(inner, X_test), 1e-7, 1 - 1e-7)
     pred = model.predict(X_test)
     return (binary_cross_entropy(Y_test, P),

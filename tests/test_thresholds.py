@@ -8,16 +8,25 @@ import sklearn
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.datasets import make_multilabel_classification
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import balanced_accuracy_score, f1_score, fbeta_score, make_scorer
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.multioutput import MultiOutputClassifier
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.multioutput import ClassifierChain, MultiOutputClassifier
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
-from skbce import MultiLabelLogistic, MultiLabelThresholdCV
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +262,58 @@ def test_usual_metrics_are_computed_from_counts(name, joint):
     from skbce.model_selection._thresholds import _count_metric
 
     assert _count_metric(get_scorer(name), joint) is not None
+
+
+def test_default_folds_on_ordered_rows_score_as_shuffled_ones(ordered_multilabel):
+    # Rows stored grouped by type, as scene's are: unshuffled folds (the
+    # default before) left training folds without a label's positives, whose
+    # out-of-fold probabilities made a threshold near 0 win; held-out
+    # macro-F1 0.710, against 0.917 untuned.
+    X, X_test, Y, Y_test = ordered_multilabel
+    model = MultiLabelLogistic(C=0.05)
+
+    def held_out_macro_f1(estimator):
+        return f1_score(Y_test, estimator.fit(X, Y).predict(X_test), average="macro")
+
+    default = held_out_macro_f1(MultiLabelThresholdCV(model))
+    shuffled = held_out_macro_f1(MultiLabelThresholdCV(
+        model, cv=KFold(5, shuffle=True, random_state=0)))
+    untuned = held_out_macro_f1(clone(model))
+    assert default >= shuffled - 0.01
+    assert default >= untuned
+
+
+# Small boosted models: HistGradientBoosting fits one class with two columns.
+HGB = HistGradientBoostingClassifier(max_iter=5, max_leaf_nodes=4)
+ONE_CLASS_ESTIMATORS = {
+    "logistic": MultiLabelLogistic(C=0.3),
+    "logistic_cv": MultiLabelLogisticCV(Cs=3, cv=3),
+    "forest": FOREST,
+    "extra_trees": ExtraTreesClassifier(n_estimators=15, min_samples_leaf=3, random_state=0),
+    "knn": KNeighborsClassifier(5),
+    "multioutput_hgb": MultiOutputClassifier(HGB),
+    "ovr": OneVsRestClassifier(LogisticRegression()),
+    "chain": ClassifierChain(HGB, order=[0, 3, 1, 2]),
+    "pipeline_hgb": make_pipeline(
+        StandardScaler(), MultiOutputClassifier(HGB)),
+    "pipeline_forest": make_pipeline(StandardScaler(), FOREST),
+}
+
+
+@pytest.mark.parametrize("estimator", ONE_CLASS_ESTIMATORS.values(),
+                         ids=ONE_CLASS_ESTIMATORS.keys())
+def test_labels_all_0_or_all_1_read_through_classes(data, estimator):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 1], Y[:, 2] = 0, 1  # one class in every fit's training rows
+    # One OpenMP thread: HistGradientBoosting's threads, on tiny fits, spin
+    # for the cores of a busy machine (25 s a test instead of 1).
+    with threadpool_limits(1, user_api="openmp"):
+        tuned = MultiLabelThresholdCV(estimator).fit(X, Y)
+    assert_array_equal(tuned.thresholds_[[1, 2]], 0.5)  # nothing to tune, never 0 or 1
+    predicted = tuned.predict(X)
+    assert_array_equal(predicted[:, 1], 0)
+    assert_array_equal(predicted[:, 2], Y[:, 2])
+    # The labels with both classes are tuned, on probabilities of the positive class.
+    assert np.all((tuned.thresholds_[[0, 3]] > 0) & (tuned.thresholds_[[0, 3]] < 1))
+    assert f1_score(Y[:, [0, 3]], predicted[:, [0, 3]], average="macro") > 0.6

@@ -30,6 +30,8 @@ from sklearn.metrics import (
     recall_score,
 )
 from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.multioutput import ClassifierChain
+from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, _safe_indexing, get_tags, indexable
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -246,7 +248,7 @@ def _positive_proba(estimator, X, one_d, classes):
         ])
     proba = np.asarray(proba, dtype=np.float64)
     if not one_d:
-        return proba
+        return _constant_links(estimator, proba)
     seen = np.asarray(estimator.classes_)
     if len(seen) == 2:
         return proba[:, np.flatnonzero(seen == classes[1])]
@@ -254,6 +256,27 @@ def _positive_proba(estimator, X, one_d, classes):
     # probability (the only one, or HistGradientBoosting's first of two).
     first = proba[:, :1]
     return first if seen[0] == classes[1] else 1 - first
+
+
+def _constant_links(estimator, proba):
+    """``proba`` with the columns of a ClassifierChain's one-class links set to their class.
+
+    scikit-learn's ``ClassifierChain.predict_proba`` reads the second column
+    of each link's ``predict_proba``, which for a link fitted on one class
+    (its ``classes_`` a single 0 or 1) is not the probability of 1: a
+    forest's link has no second column at all, HistGradientBoosting's holds
+    the class it never saw (the chain reported 1.0 for a label all 0 in
+    training). Such a label's probability is its class.
+    """
+    chain = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    if not isinstance(chain, ClassifierChain):
+        return proba
+    proba = proba.copy()
+    for label, link in zip(chain.order_, chain.estimators_):
+        classes = getattr(link, "classes_", None)
+        if classes is not None and len(classes) == 1 and classes[0] in (0, 1):
+            proba[:, label] = float(classes[0])
+    return proba
 
 
 def _fold_probabilities(estimator, X, y, train, test, fit_params, one_d, classes, keep):
@@ -285,10 +308,11 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     in a fit's training rows is read through the estimator's ``classes_``:
     the one column a forest gives it is the probability of the class seen
     (0 or 1), and of ``HistGradientBoostingClassifier``'s two columns the
-    first is. (``ClassifierChain`` reads the second column of each link
-    itself, so a label constant in training needs a base estimator that
-    fits one class with two columns in class order; scikit-learn's
-    ``LogisticRegression`` refuses one class.)
+    first is; a ``ClassifierChain`` link fitted on one class, whose column the
+    chain itself misreads, gives that class. (The chain still needs a base
+    estimator that fits one class and gives a second column, such as
+    ``HistGradientBoostingClassifier``: ``LogisticRegression`` refuses one
+    class, and the chain rejects a forest's single column.)
     scikit-learn's :class:`~sklearn.model_selection.TunedThresholdClassifierCV`
     is the one-label version.
 
