@@ -163,6 +163,6 @@ def _check_unit_interval(values):
         index = np.unravel_index(np.flatnonzero(bad)[0], values.shape)
         raise ValueError(
             f"y must hold 0/1 labels or probabilities in [0, 1] (soft targets); found "
-            f"{values[index]!r} at index {tuple(int(i) for i in index)}. Continuous "
+            f"{values[index].item()!r} at index {tuple(int(i) for i in index)}. Continuous "
             "targets outside [0, 1] are regression targets."
         )
