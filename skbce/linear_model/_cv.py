@@ -487,12 +487,12 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
     >>> model.Cs_
     array([1.e-04, 1.e-02, 1.e+00, 1.e+02, 1.e+04])
     >>> model.C_
-    array([0.01, 1.  , 1.  ])
+    array([1.  , 1.  , 0.01])
     >>> model.scores_.shape
     (3, 5, 3)
     >>> model.predict(X[:2])
     array([[0, 1, 1],
-           [1, 0, 1]])
+           [0, 0, 1]])
     """
 
     _parameter_constraints: dict = {
