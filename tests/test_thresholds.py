@@ -317,3 +317,24 @@ def test_labels_all_0_or_all_1_read_through_classes(data, estimator):
     # The labels with both classes are tuned, on probabilities of the positive class.
     assert np.all((tuned.thresholds_[[0, 3]] > 0) & (tuned.thresholds_[[0, 3]] < 1))
     assert f1_score(Y[:, [0, 3]], predicted[:, [0, 3]], average="macro") > 0.6
+
+
+def test_a_blind_label_keeps_the_default_under_a_joint_metric(data):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 1] = 0
+    Y[:48, 1] = 1  # the first fold's training rows have no positive of label 1
+    model = MultiLabelLogistic(C=0.3)
+    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    with pytest.warns(UserWarning, match=r"label\(s\) 1 "):
+        tuned = MultiLabelThresholdCV(model, scoring="f1_micro", cv=KFold(5)).fit(X, Y)
+    assert tuned.thresholds_[1] == 0.5
+    assert_allclose(tuned.best_scores_,
+                    f1_score(Y, (P >= tuned.thresholds_).astype(int), average="micro"))
+    # The other labels are tuned jointly around it: no single move improves the score.
+    for j in [0, 2, 3]:
+        for t in candidates(P[:, j]):
+            trial = tuned.thresholds_.copy()
+            trial[j] = t
+            assert f1_score(Y, (P >= trial).astype(int), average="micro") <= (
+                tuned.best_scores_ + 1e-12)
