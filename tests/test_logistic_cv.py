@@ -320,9 +320,13 @@ def test_default_folds_are_stratified_deterministic_and_shared_by_all_labels():
         for train, _ in folds:
             if minority >= 5:
                 assert 0 < Y[train, j].sum() < len(train)
-    model = MultiLabelLogisticCV(Cs=3, cv=5)
-    from sklearn.model_selection import check_cv  # noqa: F401 (scikit-learn's is KFold)
+    # What an int cv means: these folds for a multi-label target (scikit-learn's
+    # check_cv gives KFold), StratifiedKFold for a binary one.
     from skbce.model_selection._split import check_multilabel_cv
 
-    assert isinstance(check_multilabel_cv(model.cv, Y), MultiLabelStratifiedKFold)
+    assert isinstance(check_multilabel_cv(5, Y), MultiLabelStratifiedKFold)
+    assert isinstance(check_multilabel_cv(None, Y), MultiLabelStratifiedKFold)
     assert isinstance(check_multilabel_cv(5, Y[:, 0]), StratifiedKFold)
+    soft = np.clip(Y * 0.8 + 0.1, 0, 1)
+    assert [f[1].tolist() for f in check_multilabel_cv(5, soft).split(X, soft)] == [
+        f[1].tolist() for f in folds]  # soft targets: positive from 0.5
