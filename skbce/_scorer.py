@@ -97,7 +97,8 @@ def _positive_column(proba, classes, estimator, where):
 
     ``proba`` is an (n_samples, n_classes) array of one output whose columns
     follow ``classes``. An output that saw a single class in training has one
-    column; its positive-class probability is 1 if that class is 1, else 0.
+    column (HistGradientBoosting two), the first that class's probability:
+    the positive class's if that class is 1, its complement if it is 0.
     """
     proba = np.asarray(proba)
     if proba.ndim == 1:
@@ -120,6 +121,12 @@ def _positive_column(proba, classes, estimator, where):
             "estimator has no classes_ telling which class it is."
         )
     labels = np.asarray(classes).tolist()
+    if len(labels) == 1 and n_columns in (1, 2) and (_is_one(labels[0]) or _is_zero(labels[0])):
+        # Only one class was seen in training: the first column is its
+        # probability (1 for most estimators; HistGradientBoosting keeps a
+        # second column for the class it never saw).
+        seen = proba[:, 0]
+        return seen if _is_one(labels[0]) else 1 - seen
     if len(labels) != n_columns:
         raise ValueError(
             f"{_name(estimator)}.predict_proba{where} has {n_columns} columns but "
@@ -132,10 +139,6 @@ def _positive_column(proba, classes, estimator, where):
         _is_zero(c) for i, c in enumerate(labels) if i != positive[0]
     ):
         return proba[:, positive[0]]
-    if n_columns == 1 and (positive or _is_zero(labels[0])):
-        # Only one class was seen in training: it has probability 1.
-        value = 1.0 if positive else 0.0
-        return np.full(proba.shape[0], value, dtype=proba.dtype)
     raise ValueError(
         f"Cannot tell the positive class of {_name(estimator)}'s output{where}: its "
         f"classes_ are {labels}; multi-label targets must be 0/1 (or soft "

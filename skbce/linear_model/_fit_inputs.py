@@ -36,17 +36,28 @@ def _threadpool_controller():
 
 
 def validate_X_y(estimator, X, y, reset):
+    name = type(estimator).__name__
+    if X is None:
+        raise ValueError(f"X is None: {name} needs X, an array-like or sparse matrix of "
+                         "shape (n_samples, n_features).")
     nullable_dtype = _nullable_label_dtype(y)
-    X, y = validate_data(
-        estimator,
-        X,
-        y,
-        reset=reset,
-        accept_sparse=["csr", "csc"],
-        dtype=[np.float64, np.float32],
-        multi_output=True,
-        y_numeric=False,
-    )
+    try:
+        X, y = validate_data(
+            estimator,
+            X,
+            y,
+            reset=reset,
+            accept_sparse=["csr", "csc"],
+            dtype=[np.float64, np.float32],
+            multi_output=True,
+            y_numeric=False,
+        )
+    except ValueError as exc:
+        if "could not convert" not in str(exc):
+            raise
+        raise ValueError(f"X must hold numbers; {name} cannot read it as floats ({exc}). "
+                         "Encode text or categorical features first (e.g. with "
+                         "sklearn.preprocessing.OneHotEncoder).") from None
     if nullable_dtype is not None:
         # validate_data makes pandas' nullable integer and boolean targets
         # float64 (room for pd.NA, which it rejects): back to their type,

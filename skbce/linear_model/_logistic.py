@@ -162,9 +162,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         solvers are deterministic.
 
     verbose : int, default=0
-        Print progress (iteration, objective, gradient norm, elapsed time):
-        about once a second with ``verbose=1``, every iteration with
-        ``verbose>=2``.
+        Print progress (iteration, labels done of the total, objective,
+        gradient norm, elapsed time): at most once a second and a few lines
+        per iteration with ``verbose=1``, every iteration with ``verbose>=2``.
 
     n_jobs : int, default=None
         Number of threads of the OpenMP kernels (loss, gradient and sparse

@@ -31,7 +31,7 @@ def encode_targets(estimator, y, classes, dtype, first):
             try:
                 _check_unit_interval(values)
             except ValueError as exc:
-                raise ValueError(f"Unknown label type: continuous. {exc}") from None
+                raise ValueError(f"{exc} (Unknown label type: continuous.)") from None
             labels = np.array([0, 1])
             Y = values
         elif y_type == "binary":
@@ -75,9 +75,8 @@ def encode_targets(estimator, y, classes, dtype, first):
                 y = y.astype(np.float64)
             except (TypeError, ValueError):
                 raise ValueError(
-                    "Unknown label type: a 2-D target must hold numbers in [0, 1] "
-                    f"(a multi-label indicator matrix or probabilities); got dtype "
-                    f"{y.dtype}."
+                    "y must hold numbers in [0, 1] (a multi-label indicator matrix or "
+                    f"probabilities); got dtype {y.dtype} (Unknown label type)."
                 ) from None
         # Integer labels are checked as they are: no float copy.
         Y = y if y.dtype.kind in "biu" else y.astype(np.float64)
@@ -85,7 +84,7 @@ def encode_targets(estimator, y, classes, dtype, first):
             _check_unit_interval(Y)
         except ValueError as exc:
             y_type = type_of_target(y, input_name="y")
-            raise ValueError(f"Unknown label type: {y_type}. {exc}") from None
+            raise ValueError(f"{exc} (Unknown label type: {y_type}.)") from None
         labels = np.arange(Y.shape[1])
         one_d = False
         if classes is not None and first and len(np.asarray(classes)) != Y.shape[1]:
@@ -163,7 +162,7 @@ def _check_unit_interval(values):
     if np.any(bad):
         index = np.unravel_index(np.flatnonzero(bad)[0], values.shape)
         raise ValueError(
-            "Targets must be 0/1 labels or probabilities in [0, 1] (soft targets); "
-            f"found {values[index]!r} at index {tuple(int(i) for i in index)}. "
-            "Continuous targets outside [0, 1] are regression targets."
+            f"y must hold 0/1 labels or probabilities in [0, 1] (soft targets); found "
+            f"{values[index].item()!r} at index {tuple(int(i) for i in index)}. Continuous "
+            "targets outside [0, 1] are regression targets."
         )
