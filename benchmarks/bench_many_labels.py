@@ -13,9 +13,9 @@ dependencies of skbce), and a method whose import fails is reported as such.
 
 Methods:
 
-* ``skbce`` -- ``MultiLabelLogistic(C=C)``, the default solver, CSR ``X``,
-  an int8 indicator ``Y``; ``skbce-newton-cg`` the same with
-  ``solver="newton-cg"`` (the default before ``"dual-cd"``).
+* ``skbce`` -- ``MultiLabelLogistic(C=C)``, the default solver
+  (newton-cg here), CSR ``X``, an int8 indicator ``Y`` (dense);
+  ``skbce-dual-cd`` the same with ``solver="dual-cd"``.
 * ``liblinear-s0`` / ``liblinear-s1`` -- LibMultiLabel's ``train_1vsrest``
   with liblinear's L2 logistic regression (``-s 0 -c C``, the same model
   up to the penalised bias) and its default L2-loss SVM (``-s 1``), ``-m
@@ -57,7 +57,7 @@ SHAPES = {
     "fewrows": dict(n_train=5_000, n_test=1_500, n_features=5_000, n_labels=10_000,
                     n_topics=1_000, labels_per_doc=6.0),
 }
-METHODS = ("skbce", "skbce-newton-cg", "liblinear-s0", "liblinear-s1", "omikuji", "napkinxc")
+METHODS = ("skbce", "skbce-dual-cd", "liblinear-s0", "liblinear-s1", "omikuji", "napkinxc")
 PEERS = ("liblinear-s0", "liblinear-s1", "omikuji", "napkinxc")
 
 
@@ -216,7 +216,7 @@ def run_skbce(Xtr, Ytr, Xte, C, threads, solver="auto", verbose=0):
 
     model = MultiLabelLogistic(C=C, solver=solver, n_jobs=threads, verbose=verbose)
     start = time.perf_counter()
-    model.fit(Xtr, Ytr.toarray())
+    model.fit(Xtr, Ytr.toarray())  # int8
     fit = time.perf_counter() - start
     return fit, top_k_blocks(model.decision_function, Xte), {"solver": model.solver_,
                                                             "n_iter": int(model.n_iter_)}
@@ -276,8 +276,8 @@ def child(method, path, C, threads, verbose):
     Xtr, Xte, Ytr, Yte = load(path)
     if method == "skbce":
         fit, top, extra = run_skbce(Xtr, Ytr, Xte, C, threads, verbose=verbose)
-    elif method == "skbce-newton-cg":
-        fit, top, extra = run_skbce(Xtr, Ytr, Xte, C, threads, "newton-cg", verbose)
+    elif method == "skbce-dual-cd":
+        fit, top, extra = run_skbce(Xtr, Ytr, Xte, C, threads, "dual-cd", verbose)
     elif method.startswith("liblinear-s"):
         fit, top, extra = run_liblinear(Xtr, Ytr, Xte, C, threads, int(method[-1]))
     elif method == "omikuji":
