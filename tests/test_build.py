@@ -51,7 +51,7 @@ def test_extensions_are_compiled():
     first = next(iter(VARIANTS))
     for name in VARIANTS:
         suffix = "" if name == first else "_" + name
-        for module in ("_bce", "_linear_kernels", "_csr_kernels"):
+        for module in ("_bce", "_linear_kernels", "_csr_kernels", "_dual_kernels"):
             # find_spec does not run the module: an unsupported variant's
             # initialisation could raise SIGILL.
             origin = importlib.util.find_spec(f"skbce.{module}{suffix}").origin
