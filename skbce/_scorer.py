@@ -181,13 +181,16 @@ def _diagnose_targets(y, estimator):
     """Turn a rejected target of whole numbers into a multiclass error."""
     if y.dtype.kind not in "biuf":
         return
+    two_d = y.ndim == 2
+    if sparse.issparse(y):
+        y = y.tocsr().data  # the stored values; the others are 0
     finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
     if finite.size and np.all(finite == np.round(finite)):
         values = np.unique(finite)
         if len(values) > 2 or values[0] < 0 or values[-1] > 1:
             raise _multiclass_error(
                 estimator,
-                f"a {'multiclass-multioutput' if y.ndim == 2 else 'multiclass'} "
+                f"a {'multiclass-multioutput' if two_d else 'multiclass'} "
                 "target with values "
                 f"{values[:10].tolist()}",
             )
@@ -277,9 +280,10 @@ class _BCEScorer(_BaseScorer):
             ),
             kwargs=kwargs,
         )
-        if sparse.issparse(y_true):
-            y_true = y_true.toarray()
-        y = np.asarray(y_true)
+        if sparse.issparse(y_true) and (y_true.ndim != 2 or y_true.shape[1] == 1):
+            y_true = y_true.toarray()  # one column: n values
+        # A sparse multi-label y_true stays sparse: the metric reads it in row blocks.
+        y = y_true if sparse.issparse(y_true) else np.asarray(y_true)
         classes = _flat_classes(estimator)
         if y.ndim == 2 and y.shape[1] == 1 and classes is not None:
             if len(classes) <= 2 or y.dtype.kind not in "biuf":
