@@ -145,6 +145,7 @@ def test_cv_estimators_take_sparse_targets(multilabel):
     assert_allclose(model.C_, dense.C_)
     assert_allclose(model.coef_, dense.coef_, rtol=1e-8, atol=1e-10)
     assert sparse.issparse(model.predict(X))
+    assert model.score(X, Ys) == pytest.approx(dense.score(X, Y), rel=1e-10)
     tuned_dense = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Y)
     tuned = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Ys)
     assert_allclose(tuned.thresholds_, tuned_dense.thresholds_)

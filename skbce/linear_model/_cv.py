@@ -568,9 +568,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; CSR and CSC matrices are used as they are.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
             Binary labels, a 0/1 multi-label indicator matrix, or soft
-            targets in [0, 1].
+            targets in [0, 1]. A scipy.sparse matrix or array stays sparse
+            (see :meth:`MultiLabelLogistic.fit`).
 
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample, used by every fit and the

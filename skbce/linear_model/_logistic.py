@@ -590,8 +590,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             A chunk of training data.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Its targets, as for :meth:`fit`.
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
+            Its targets, as for :meth:`fit`; a sparse chunk's targets are
+            made dense (a chunk is a block of rows).
 
         classes : array-like, default=None
             For 1-D (and one-column) targets, the two class labels; needed

@@ -479,8 +479,9 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data (the validation set with ``cv="prefit"``).
 
-        y : array-like of shape (n_samples, n_labels) or (n_samples,)
-            A 0/1 multi-label indicator matrix, or binary labels.
+        y : {array-like, sparse matrix} of shape (n_samples, n_labels) or (n_samples,)
+            A 0/1 multi-label indicator matrix (a scipy.sparse one is read
+            one label at a time, never densified), or binary labels.
 
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the metric and, without metadata
