@@ -18,7 +18,8 @@ DiSMEC prunes with an absolute threshold, which this picks for a target size).
 ``coef_``'s bytes; P@1 and P@5 are the precision of the top 1 and 5 scores of
 each test document (documents with no label count as 0, as in the extreme
 classification literature), ``dP`` the pruned minus the dense model's.
-The fit's time (a loaded machine's) is printed for orientation only.
+The fit's time (a loaded machine's) is printed for orientation only. One
+run's tables are in the user guide (docs/user_guide.rst, "Pruning").
 """
 
 import argparse
