@@ -185,13 +185,16 @@ def _diagnose_targets(y, estimator):
     """Turn a rejected target of whole numbers into a multiclass error."""
     if y.dtype.kind not in "biuf":
         return
+    two_d = y.ndim == 2
+    if sparse.issparse(y):
+        y = y.tocsr().data  # the stored values; the others are 0
     finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
     if finite.size and np.all(finite == np.round(finite)):
         values = np.unique(finite)
         if len(values) > 2 or values[0] < 0 or values[-1] > 1:
             raise _multiclass_error(
                 estimator,
-                f"a {'multiclass-multioutput' if y.ndim == 2 else 'multiclass'} "
+                f"a {'multiclass-multioutput' if two_d else 'multiclass'} "
                 "target with values "
                 f"{values[:10].tolist()}",
             )
@@ -281,11 +284,13 @@ class _BCEScorer(_BaseScorer):
             ),
             kwargs=kwargs,
         )
-        if sparse.issparse(y_true):
-            y_true = y_true.toarray()
-        # Targets are read in NumPy (class labels, their mapping to 0/1); an
-        # array of another namespace is converted, as scikit-learn's metrics do.
-        y = _as_numpy(y_true)
+        if sparse.issparse(y_true) and (y_true.ndim != 2 or y_true.shape[1] == 1):
+            y_true = y_true.toarray()  # one column: n values
+        # A sparse multi-label y_true stays sparse: the metric reads it in row
+        # blocks. Other targets are read in NumPy (class labels, their mapping
+        # to 0/1); an array of another namespace is converted, as
+        # scikit-learn's metrics do.
+        y = y_true if sparse.issparse(y_true) else _as_numpy(y_true)
         classes = _flat_classes(estimator)
         if y.ndim == 2 and y.shape[1] == 1 and classes is not None:
             if len(classes) <= 2 or y.dtype.kind not in "biuf":

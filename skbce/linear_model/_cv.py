@@ -20,6 +20,7 @@ from numbers import Integral
 
 import numpy as np
 from joblib import effective_n_jobs
+from scipy import sparse
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
@@ -250,6 +251,8 @@ def _fit_labels(model, X, Y, sample_weight):
     (as it would be among other labels) in a 2-D target, twice over: the
     model's first row is then that label's.
     """
+    if Y.shape[1] == 1 and sparse.issparse(Y):
+        Y = Y.toarray()  # one column: n values
     if Y.shape[1] == 1 and np.all(Y == Y[0, 0]) and Y[0, 0] in (0, 1):
         Y = np.repeat(Y, 2, axis=1)
     return model.fit(X, Y, sample_weight=sample_weight)
@@ -584,9 +587,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; CSR and CSC matrices are used as they are.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
             Binary labels, a 0/1 multi-label indicator matrix, or soft
-            targets in [0, 1].
+            targets in [0, 1]. A scipy.sparse matrix or array stays sparse
+            (see :meth:`MultiLabelLogistic.fit`).
 
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample, used by every fit and the
@@ -801,11 +805,11 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
             _raise_for_params(score_params, self, "score")
             routed = score_params
         logits = self.decision_function(X)
-        y = np.asarray(y)
+        y = y if sparse.issparse(y) else np.asarray(y)
         Y = self._encode_targets(y, None, np.float64, first=False)
         scorer = self._scorer()
         if scorer is None:
-            return -binary_cross_entropy(Y, logits.reshape(len(Y), -1), from_logits=True,
+            return -binary_cross_entropy(Y, logits.reshape(Y.shape[0], -1), from_logits=True,
                                          sample_weight=sample_weight)
         if not self.per_label:
             return scorer(self, X, y, **routed)

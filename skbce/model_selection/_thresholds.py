@@ -17,6 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
@@ -165,7 +166,7 @@ class _Objective:
     """The score of thresholds on the out-of-fold probabilities ``P``."""
 
     def __init__(self, scorer, P, Y, y, classes, one_d, score_params):
-        self.scorer, self.P, self.Y, self.y = scorer, P, Y, y
+        self.scorer, self.P, self.Y, self.y = scorer, P, Y, y  # Y: ndarray or CSC
         self.classes, self.one_d = classes, one_d
         self.score_params = score_params
         weights = score_params.get("sample_weight")
@@ -179,10 +180,16 @@ class _Objective:
     def label_scores(self, j, candidates):
         """Score of a binary metric on label ``j`` at each candidate."""
         if self.fast is not None:
-            return self.fast(*_counts(self.P[:, j], self.Y[:, j], self.w, candidates))
-        y = self.y if self.one_d else self.Y[:, j]
+            return self.fast(*_counts(self.P[:, j], self._label(j), self.w, candidates))
+        y = self.y if self.one_d else self._label(j)
         classes = self.classes if self.one_d else np.array([0, 1])
         return self._call([_Thresholded(self.P[:, j], t, classes, True) for t in candidates], y)
+
+    def _label(self, j):
+        """The targets of label ``j``, a dense vector."""
+        if sparse.issparse(self.Y):
+            return self.Y[:, [j]].toarray().ravel()
+        return self.Y[:, j]
 
     def _call(self, outputs, y):
         """The scorer on each of ``outputs``."""
@@ -195,7 +202,7 @@ class _Objective:
         """Label ``j``'s counts at one threshold, remembered: a sweep moves few labels."""
         key = (j, float(threshold))
         if key not in self._memo:
-            self._memo[key] = np.ravel(_counts(self.P[:, j], self.Y[:, j], self.w, [threshold]))
+            self._memo[key] = np.ravel(_counts(self.P[:, j], self._label(j), self.w, [threshold]))
         return self._memo[key]
 
     def shared_scores(self, candidates):
@@ -204,7 +211,7 @@ class _Objective:
         if not self.joint:
             return np.mean([self.label_scores(j, candidates) for j in range(n_labels)], axis=0)
         if self.fast is not None:
-            counts = [_counts(self.P[:, j], self.Y[:, j], self.w, candidates)
+            counts = [_counts(self.P[:, j], self._label(j), self.w, candidates)
                       for j in range(n_labels)]
             return self.fast(*np.sum(counts, axis=0))
         labels = np.arange(n_labels)
@@ -216,7 +223,7 @@ class _Objective:
             # Micro average: the other labels' counts are fixed.
             fixed = sum((self._counts_at(k, thresholds[k])
                          for k in range(self.P.shape[1]) if k != j), np.zeros(4))
-            counts = _counts(self.P[:, j], self.Y[:, j], self.w, candidates)
+            counts = _counts(self.P[:, j], self._label(j), self.w, candidates)
             return self.fast(*(c + f for c, f in zip(counts, fixed)))
         outputs = []
         for t in candidates:
@@ -476,7 +483,10 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"type of the target is {y_type}: MultiLabelThresholdCV needs a 0/1 "
                 "multi-label indicator matrix or a binary target."
             )
-        Y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
+        if sparse.issparse(y):
+            # Kept sparse: the labels are read one column at a time.
+            return y, sparse.csc_matrix(y, dtype=np.int64), np.arange(y.shape[1]), False
+        Y = np.asarray(y)
         return y, Y.astype(np.int64), np.arange(Y.shape[1]), False
 
     def _splits(self, X, y, split_params):
@@ -530,8 +540,9 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data (the validation set with ``cv="prefit"``).
 
-        y : array-like of shape (n_samples, n_labels) or (n_samples,)
-            A 0/1 multi-label indicator matrix, or binary labels.
+        y : {array-like, sparse matrix} of shape (n_samples, n_labels) or (n_samples,)
+            A 0/1 multi-label indicator matrix (a scipy.sparse one is read
+            one label at a time, never densified), or binary labels.
 
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the metric and, without metadata
@@ -559,7 +570,8 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if splits is None:
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
-            P, rows = _positive_proba(self.estimator, X, self._one_d, classes), np.arange(len(Y))
+            P, rows = (_positive_proba(self.estimator, X, self._one_d, classes),
+                       np.arange(Y.shape[0]))
         else:
             P, rows = self._out_of_fold(X, y, Y.shape, splits, routed.estimator.fit)
         # Only held-out rows have out-of-fold probabilities (a single
