@@ -111,6 +111,25 @@ def test_dual_cd_rare_and_empty_labels():
     assert np.all(f <= f_ref + 1e-5 * np.maximum(1.0, f_ref))
 
 
+@pytest.mark.parametrize("container", [sparse.csr_matrix, sparse.csc_array])
+def test_dual_cd_sparse_targets_in_label_blocks(container):
+    """A sparse y is read a block of labels at a time: the dense y's model."""
+    import sklearn
+
+    X, Y = _text_like(n=300, d=40, k=5, seed=3)
+    dense = MultiLabelLogistic(solver="dual-cd", C=10.0, tol=1e-8).fit(X, Y)
+    # 1e-3 MiB holds three labels of 300 one-byte targets: two blocks.
+    with sklearn.config_context(working_memory=1e-3):
+        model = MultiLabelLogistic(solver="dual-cd", C=10.0, tol=1e-8).fit(X, container(Y))
+    # A label's row order is seeded by its index in the kernel's call, so a
+    # block's labels take other paths to the same optimum (to tol=1e-8).
+    f, f_dense = _objective(model, X, Y, 10.0), _objective(dense, X, Y, 10.0)
+    assert_allclose(f, f_dense, rtol=1e-9)
+    assert_allclose(model.coef_, dense.coef_, atol=1e-5)
+    assert_allclose(model.intercept_, dense.intercept_, atol=1e-5)
+    assert sparse.issparse(model.predict(X))
+
+
 def test_auto_keeps_newton_cg_for_sparse_many_labels():
     """dual-cd is opt-in: "auto" does not pick it (it does not win the benchmark yet)."""
     X, Y = _text_like(n=200, d=30, k=40, seed=6)

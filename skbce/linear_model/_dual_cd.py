@@ -22,6 +22,7 @@ newton-cg reaches, to the same ``tol``. L2 penalty with ``C < inf`` only.
 
 import numpy as np
 from scipy import sparse
+from sklearn import get_config
 
 from skbce._kernels import dual_cd as _dual_cd_kernel
 from skbce.linear_model._solver_base import SolverResult
@@ -53,6 +54,27 @@ def _row_stats(indptr, data):
     return sq, big
 
 
+def _label_blocks(Y):
+    """Slices of labels whose dense targets fit in ``working_memory``.
+
+    A dense ``Y`` is one block (it is already in memory); a sparse one (CSC)
+    is densified a block of columns at a time, so that no ``(n_samples,
+    n_labels)`` array is made.
+    """
+    n, k = Y.shape
+    if not sparse.issparse(Y):
+        return [slice(0, k)]
+    budget = get_config()["working_memory"] * 2**20
+    width = int(max(1, min(k, budget // max(n * Y.dtype.itemsize, 1))))
+    return [slice(start, min(start + width, k)) for start in range(0, k, width)]
+
+
+def _dense_targets(Y, block):
+    if sparse.issparse(Y):
+        return np.ascontiguousarray(Y[:, block].toarray())
+    return np.ascontiguousarray(Y[:, block])
+
+
 def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     """Fit each label by dual coordinate descent with shrinking (see the module docstring).
 
@@ -80,7 +102,6 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
           else np.ascontiguousarray(problem.sw, dtype=np.float64))
     pw = (np.full(k, problem.pw_scalar) if problem.pw_all is None
           else np.ascontiguousarray(problem.pw_all, dtype=np.float64))
-    Y = np.ascontiguousarray(problem.Y_all)
     W = np.array(np.asarray(W0), dtype=np.float64, order="C")
     b = np.array(np.broadcast_to(b0, (k,)), dtype=np.float64)
     if not problem.fit_intercept:
@@ -90,12 +111,17 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     epochs = np.zeros(k, dtype=np.int32)
     converged = np.zeros(k, dtype=np.uint8)
     visits = np.zeros(k, dtype=np.int64)
-    _dual_cd_kernel(indptr, indices, data, Y, sqnorm, xmax, sw, pw,
-                    float(problem.label_smoothing), float(problem.alpha),
-                    np.ascontiguousarray(problem.squared_column_means(), dtype=np.float64),
-                    W, b, bool(problem.fit_intercept), rho, EPS_FACTOR, float(tol),
-                    int(max_iter),
-                    f, epochs, visits, converged, int(problem.n_threads))
+    column_means = np.ascontiguousarray(problem.squared_column_means(), dtype=np.float64)
+    for block in _label_blocks(problem.Y_all):
+        # Each label's fit is independent: a block's slices of the per-label
+        # arrays are views the kernel writes in place.
+        Y = _dense_targets(problem.Y_all, block)
+        _dual_cd_kernel(indptr, indices, data, Y, sqnorm, xmax, sw, pw[block],
+                        float(problem.label_smoothing), float(problem.alpha),
+                        column_means, W[block], b[block], bool(problem.fit_intercept),
+                        rho, EPS_FACTOR, float(tol), int(max_iter), f[block],
+                        epochs[block], visits[block], converged[block],
+                        int(problem.n_threads))
     if verbose and k:
         # Rows visited (one sparse dot product each, plus an axpy when the
         # row's dual variable moves), in passes over X: where the time goes.
