@@ -21,6 +21,7 @@ from skbce import (
     binary_cross_entropy,
 )
 from skbce import metrics as metrics_module
+from skbce.model_selection import MultiLabelStratifiedKFold
 
 FORMATS = ["csr", "csc", "coo"]
 CONTAINERS = {
@@ -149,6 +150,50 @@ def test_cv_estimators_take_sparse_targets(multilabel):
     tuned_dense = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Y)
     tuned = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Ys)
     assert_allclose(tuned.thresholds_, tuned_dense.thresholds_)
+
+
+def _split_entries(Y, parts):
+    """A CSR whose every stored entry of ``Y`` is stored twice, as ``parts``' values."""
+    Y = sparse.csr_matrix(Y, dtype=np.float64)
+    indptr = 2 * Y.indptr
+    indices = np.repeat(Y.indices, 2)
+    data = np.tile(parts, Y.nnz)
+    return sparse.csr_matrix((data, indices, indptr), shape=Y.shape)
+
+
+@pytest.mark.parametrize("parts", [(0.5, 0.5), (0.25, 0.75)])
+def test_repeated_entries_are_read_summed(multilabel, parts):
+    # A hand-made CSR may store an entry twice; its value is the sum (a 1
+    # here), everywhere: the default folds, the tuner's targets and score.
+    X, Y = multilabel
+    Yr = _split_entries(Y, parts)
+    assert_array_equal(Yr.toarray(), Y)
+    splitter = MultiLabelStratifiedKFold(3)
+    dense_folds = [test for _, test in splitter.split(X, Y)]
+    for got, want in zip((test for _, test in splitter.split(X, Yr)), dense_folds):
+        assert_array_equal(got, want)
+    model = MultiLabelLogistic().fit(X, Y)
+    assert model.score(X, Yr) == pytest.approx(model.score(X, Y), rel=1e-12)
+    tuned = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Yr)
+    tuned_dense = MultiLabelThresholdCV(MultiLabelLogistic(), cv=3).fit(X, Y)
+    assert_allclose(tuned.thresholds_, tuned_dense.thresholds_)
+    assert_allclose(tuned.best_scores_, tuned_dense.best_scores_)
+
+
+def test_sparse_one_column_target_scores_as_its_dense_form(multilabel):
+    X, Y = multilabel
+    y = Y[:, 0]
+    model = MultiLabelLogistic().fit(X, y)
+    assert model.score(X, sparse.csr_matrix(y[:, None])) == pytest.approx(
+        model.score(X, y[:, None]), rel=1e-12)
+
+
+def test_cv_per_label_sklearn_scoring_on_sparse_targets(multilabel):
+    X, Y = multilabel
+    dense = MultiLabelLogisticCV(Cs=3, cv=3, scoring="roc_auc").fit(X, Y)
+    model = MultiLabelLogisticCV(Cs=3, cv=3, scoring="roc_auc").fit(X, sparse.csc_array(Y))
+    assert_allclose(model.C_, dense.C_)
+    assert_allclose(model.coef_, dense.coef_, rtol=1e-8, atol=1e-10)
 
 
 # ---------------------------------------------------------------------------

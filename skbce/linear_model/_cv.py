@@ -214,12 +214,17 @@ def _fold_step(model, X, Y, y, sample_weight, train, test, C, labels, scoring, p
         for i, j in enumerate(labels):
             label_threshold = threshold[j] if np.ndim(threshold) == 1 else threshold
             outputs = _LabelOutputs(model, X_test, logits, i, classes, label_threshold, one_d)
-            scores[i] = scoring(outputs, X_test, y[test] if one_d else Y_test[:, i],
+            scores[i] = scoring(outputs, X_test, y[test] if one_d else _column(Y_test, i),
                                 **score_params)
     else:
         outputs = _LabelOutputs(model, X_test, logits, None, classes, threshold, one_d)
         scores = scoring(outputs, X_test, y[test], **score_params)
     return model, scores, model.n_iter_, n_unconverged
+
+
+def _column(Y, i):
+    """Label ``i``'s targets as a 1-D array, what scikit-learn's scorers take."""
+    return Y[:, [i]].toarray().ravel() if sparse.issparse(Y) else Y[:, i]
 
 
 def _past_best(means, step, patience):

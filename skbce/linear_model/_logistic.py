@@ -33,7 +33,7 @@ from skbce.linear_model._solver_choice import (
     _exact_newton_pays,
     memory_budget,
 )
-from skbce.linear_model._targets import encode_targets
+from skbce.linear_model._targets import canonical_sparse, encode_targets
 
 __all__ = ["MultiLabelLogistic"]
 
@@ -902,8 +902,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         score : float
             Accuracy of :meth:`predict`.
         """
+        if sparse.issparse(y) and y.shape[1] == 1:
+            y = y.toarray()  # one column: the dense path's 1-D target
         if sparse.issparse(y):
-            y = sparse.csr_matrix(y)
+            y = canonical_sparse(y, "csr")  # a repeated entry is read summed
             if y.dtype.kind == "f":  # soft targets, thresholded at 0.5
                 y = sparse.csr_matrix((y.data >= 0.5, y.indices, y.indptr), shape=y.shape)
             y_pred = self.predict(X)

@@ -129,16 +129,27 @@ def _remember_or_check(estimator, first, labels, one_d, y_dtype, y_sparse, shape
         )
 
 
+def canonical_sparse(y, format="csc"):
+    """A copy of a scipy.sparse ``y`` in ``format`` ("csc" or "csr"), duplicates summed.
+
+    COO, and a CSR or CSC built by hand, may store an entry more than once;
+    its value is the sum, so whatever reads ``.data`` must read it summed.
+    The ``*_matrix`` classes, for old scipy's API.
+    """
+    Y = (sparse.csc_matrix if format == "csc" else sparse.csr_matrix)(y, copy=True)
+    Y.sum_duplicates()
+    return Y
+
+
 def _encode_sparse(estimator, y, classes, dtype, first):
     """A sparse 2-D target as a CSC matrix, checked through its stored values only."""
     kind = "matrix" if isinstance(y, sparse.spmatrix) else "array"
-    Y = sparse.csc_matrix(y)  # a copy of the non-zeros at most; csc_matrix for old scipy's API
+    Y = canonical_sparse(y)
     if Y.dtype.kind not in "biuf":
         raise ValueError(
             "Unknown label type: a 2-D target must hold numbers in [0, 1] (a multi-label "
             f"indicator matrix or probabilities); got dtype {Y.dtype}."
         )
-    Y.sum_duplicates()  # COO may repeat an entry: its value is the sum
     values = Y.data if Y.dtype.kind in "biu" else Y.data.astype(np.float64)
     try:
         _check_unit_interval(values)

@@ -40,6 +40,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import _num_samples
 
+from skbce.linear_model._targets import canonical_sparse
+
 __all__ = ["MultiLabelStratifiedKFold", "check_multilabel_cv", "blind_folds"]
 
 # The seed of the default folds: an int ``cv`` gives the same folds at every fit.
@@ -53,7 +55,7 @@ class FoldWarning(UserWarning):
 def _binarised(y):
     """``y`` as a CSC boolean (n_samples, n_labels) matrix: a target is positive at >= 0.5."""
     if sparse.issparse(y):
-        Y = sparse.csc_matrix(y)
+        Y = canonical_sparse(y)
         Y.data = Y.data >= 0.5
         Y.eliminate_zeros()
         return Y.astype(bool)

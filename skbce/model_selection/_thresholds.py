@@ -51,6 +51,7 @@ from sklearn.utils.validation import (
 )
 
 from skbce._scorer import _positive_column
+from skbce.linear_model._targets import canonical_sparse
 from skbce.model_selection._split import blind_folds, check_multilabel_cv, warn_blind_folds
 
 __all__ = ["MultiLabelThresholdCV"]
@@ -467,7 +468,9 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     # -- fitting ---------------------------------------------------------------
 
     def _targets(self, y):
-        if not hasattr(y, "toarray"):
+        if sparse.issparse(y):
+            y = canonical_sparse(y, "csr")  # a repeated entry is read summed
+        else:
             _assert_all_finite(np.asarray(y), allow_nan=False, input_name="y")
         y_type = type_of_target(y, input_name="y", raise_unknown=True)
         if y_type == "binary":
