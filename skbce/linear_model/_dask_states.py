@@ -176,6 +176,11 @@ class ChunkStates:
             futures = {i: family[i] for i in chunks}
             lost = self._wait(futures, pinned=True)
             if lost:
+                # With them, the other chunks of their dead workers: one
+                # build for all, rather than one per later round.
+                alive = self._live_workers()
+                if alive is not None:
+                    lost |= {i for i, worker in enumerate(self.workers) if worker not in alive}
                 self._rebuild(sorted(lost))
                 continue
             try:
@@ -217,7 +222,7 @@ class ChunkStates:
             if lost or not pending:
                 return lost
             alive = self._live_workers()
-            if pinned and alive:
+            if pinned and alive is not None:
                 lost = {i for i in pending if self.workers[i] not in alive}
                 if lost:
                     return lost
