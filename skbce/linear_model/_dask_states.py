@@ -171,10 +171,14 @@ class ChunkStates:
         self.rounds += 1
         if _ROUND_HOOK is not None:
             _ROUND_HOOK(self, self.rounds)
-        failed_gathers = 0
+        # A result lost after its task finished: Client.gather would wait for
+        # it forever (it is recomputed where its worker was). Gathers get a
+        # short patience, doubled each time it runs out; meanwhile the
+        # workers are looked at.
+        look, patience, failed = False, 4 * _POLL, 0
         while True:
             futures = {i: family[i] for i in chunks}
-            lost = self._wait(futures, pinned=True)
+            lost = self._wait(futures, pinned=True, look=look)
             if lost:
                 # With them, the other chunks of their dead workers: one
                 # build for all, rather than one per later round.
@@ -182,23 +186,24 @@ class ChunkStates:
                 if alive is not None:
                     lost |= {i for i, worker in enumerate(self.workers) if worker not in alive}
                 self._rebuild(sorted(lost))
+                look = False
                 continue
             try:
-                # (Client.gather has no timeout; a result lost after its
-                # task finished would be waited for forever.)
                 return self.client.sync(self.client._gather, list(futures.values()),
-                                        callback_timeout=self.timeout)
+                                        callback_timeout=patience)
             except (distributed.TimeoutError, distributed.CancelledError, OSError):
-                # Lost meanwhile: the next wait finds out what.
-                failed_gathers += 1
-                if failed_gathers > self.allowed_losses:
+                look = True
+                failed += patience >= self.timeout
+                if failed > self.allowed_losses:
                     raise
+                patience = min(2 * patience, self.timeout)
 
-    def _wait(self, futures, pinned):
+    def _wait(self, futures, pinned, look=False):
         """Wait for ``futures`` (chunk -> future); the chunks whose future was lost.
 
         A task's own error is raised. A pinned task whose worker is gone
-        would wait for it forever: its chunk is lost too.
+        would wait for it forever: its chunk is lost too (and, if ``look``,
+        a finished one whose worker is gone).
         """
         import distributed
         from distributed.scheduler import KilledWorker
@@ -219,12 +224,13 @@ class ChunkStates:
                     lost.add(i)
                 elif status != "finished":
                     lost.add(i)  # cancelled (with its lost dependencies) or lost
-            if lost or not pending:
+            if lost or not (pending or look):
                 return lost
             alive = self._live_workers()
             if pinned and alive is not None:
-                lost = {i for i in pending if self.workers[i] not in alive}
-                if lost:
+                lost = {i for i in (futures if look else pending)
+                        if self.workers[i] not in alive}
+                if lost or not pending:
                     return lost
 
     def _live_workers(self):
