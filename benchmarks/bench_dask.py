@@ -302,6 +302,7 @@ def run_fault(args):
                 os.kill(pid, signal.SIGKILL)
                 killed.append((victim, counts[victim], time.perf_counter()))
 
+        time.sleep(1)  # (releases travel asynchronously)
         stored_clean = sorted(client.run(_stored).values())
         _dask_states._ROUND_HOOK = kill_the_busiest
         faulted, faulted_time = fit()
