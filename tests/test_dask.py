@@ -724,3 +724,13 @@ def test_fit_without_workers_raises_within_the_timeout(fault_data, monkeypatch, 
             for worker in workers:
                 worker.kill()
                 worker.wait()
+
+
+def test_fit_on_dask_rejects_a_timeout_that_is_not_a_duration(client, fit_data):
+    dask = pytest.importorskip("dask")
+    X, Y, _ = fit_data
+    with dask.config.set({"skbce.dask.timeout": "soon"}):
+        with pytest.raises(ValueError, match=r"'skbce\.dask\.timeout' must be a positive "
+                                             r"duration.*got 'soon'"):
+            MultiLabelLogistic().fit(*as_dask(X, Y, None)[:2])
+    assert not client.futures

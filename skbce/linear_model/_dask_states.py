@@ -58,16 +58,19 @@ _ROUND_HOOK = None
 
 
 def _timeout():
-    """``skbce.dask.timeout`` from dask's config, in seconds (a number or a string such as "2min")."""
+    """``skbce.dask.timeout`` from dask's config in seconds (a number, or "2 minutes")."""
     import dask
     from dask.utils import parse_timedelta
 
     value = dask.config.get(TIMEOUT_KEY, DEFAULT_TIMEOUT)
-    seconds = parse_timedelta(value, default="seconds")
+    try:
+        seconds = parse_timedelta(value, default="seconds")
+    except (KeyError, ValueError, TypeError):
+        seconds = None
     if seconds is None or not seconds > 0:
-        raise ValueError(f"{TIMEOUT_KEY} must be a positive duration; got {value!r}.")
+        raise ValueError(f"dask config {TIMEOUT_KEY!r} must be a positive duration (seconds, "
+                         f"or a string such as '2 minutes'); got {value!r}.")
     return float(seconds)
-
 
 
 class ChunkFutures:
