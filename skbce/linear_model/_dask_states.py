@@ -144,11 +144,11 @@ class ChunkStates:
         self.lost = []               # (chunk, worker) of each loss, for messages
         self.families = weakref.WeakSet()
         self.rounds = 0
-        self.timeout = _timeout()
         self.allowed_losses = int(dask.config.get("distributed.scheduler.allowed-failures", 3))
         self._stalled_since = None
         self.closed = False
         try:
+            self.timeout = _timeout()
             self._build(range(n))
         except BaseException:
             self.close()
