@@ -168,7 +168,8 @@ class DaskLinearBCE(LinearBCE):
             raise
 
     def close(self):
-        """Cancel every task and result of the fit on the cluster (also of its subproblems)."""
+        """Release every future of the fit on the cluster and its persisted data (also
+        those of its subproblems, which share its states)."""
         self._ahead = self._spare = None
         self.states.close()
 
