@@ -555,20 +555,46 @@ def no_hang():
     faulthandler.cancel_dump_traceback_later()
 
 
+class _WorkerProcesses:
+    """``dask worker`` processes without a nanny: a killed one stays dead (a nanny
+    would start another, in its own time), and :meth:`top_up` starts new ones."""
+
+    def __init__(self, scheduler_address, directory):
+        self.address, self.directory, self.processes = scheduler_address, directory, []
+
+    def top_up(self, client, n):
+        import subprocess
+
+        for _ in range(n - len(client.nthreads())):
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                 "--no-nanny", "--nthreads", "1", "--no-dashboard", "--local-directory",
+                 str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client.wait_for_workers(n, timeout=120)
+
+    def close(self):
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
-def cluster3():
-    """Three single-threaded worker processes, restarted by their nannies when killed."""
+def cluster3(tmp_path_factory):
+    """A scheduler, and three single-threaded worker processes before each test."""
     with distributed.LocalCluster(
-        n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0",
-        silence_logs=logging.CRITICAL,
+        n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL,
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
-        yield cluster, client
+        workers = _WorkerProcesses(cluster.scheduler_address, tmp_path_factory.mktemp("workers"))
+        try:
+            yield workers, client
+        finally:
+            workers.close()
 
 
 @pytest.fixture
 def client3(cluster3, no_hang):
-    _, client = cluster3
-    client.wait_for_workers(3, timeout=60)
+    workers, client = cluster3
+    workers.top_up(client, 3)
     with client.as_current():
         yield client
 
@@ -689,20 +715,13 @@ def test_fit_on_scattered_data_lost_with_its_worker_says_so(client3, fault_data,
 def test_fit_without_workers_raises_within_the_timeout(fault_data, monkeypatch, tmp_path,
                                                        no_hang):
     dask = pytest.importorskip("dask")
-    import subprocess
-
     X, Y, _ = fault_data
-    # Workers without a nanny (which would start a new one): dead is dead.
     with distributed.LocalCluster(
         n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL,
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
-        workers = [subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
-             "--no-nanny", "--nthreads", "1", "--no-dashboard", "--local-directory",
-             str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(2)]
+        workers = _WorkerProcesses(cluster.scheduler_address, tmp_path)
         try:
-            client.wait_for_workers(2, timeout=60)
+            workers.top_up(client, 2)
             stopped = []
 
             def kill_all(states, n):
@@ -721,9 +740,7 @@ def test_fit_without_workers_raises_within_the_timeout(fault_data, monkeypatch, 
             assert time.monotonic() - stopped[0] < 2 + 3
             _assert_back_to(client, ([], [], []))
         finally:
-            for worker in workers:
-                worker.kill()
-                worker.wait()
+            workers.close()
 
 
 def test_fit_on_dask_rejects_a_timeout_that_is_not_a_duration(client, fit_data):
