@@ -535,6 +535,18 @@ def best_by(search, metric):
     return results["param_C"][int(np.argmax(results[f"mean_test_{metric}"]))]
 
 
+def best_c_line(search):
+    """The best C under each scorer, with a word when the BCE's is at an edge of the grid."""
+    by_bce, by_log_loss = best_by(search, "bce"), best_by(search, "log_loss")
+    line = f"best C by skbce.bce_scorer: {by_bce:g}; by neg_log_loss: {by_log_loss:g}"
+    grid = search.cv_results_["param_C"]
+    edge = {min(grid): "smallest", max(grid): "largest"}.get(by_bce)
+    if edge is not None:
+        line += (f"\n(C={by_bce:g} is the {edge} C of the grid: the best C may lie beyond "
+                 "it; MultiLabelLogisticCV searches a wider range, per label)")
+    return line
+
+
 def log_loss_section(search, constant_scores):
     """The paragraph that shows what ``neg_log_loss`` misses."""
     constant_bce, constant_log_loss = constant_scores
@@ -566,8 +578,7 @@ def report(task, results, search, constant_scores):
         "GridSearchCV(MultiLabelLogistic()) over C, 3-fold cross-validation;",
         "mean validation loss under each scorer (lower is better):",
         grid_table(search),
-        f"best C by skbce.bce_scorer: {best_by(search, 'bce'):g}; "
-        f"by neg_log_loss: {best_by(search, 'log_loss'):g}",
+        best_c_line(search),
         "",
         log_loss_section(search, constant_scores),
         "",

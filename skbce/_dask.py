@@ -33,7 +33,11 @@ def as_row_blocks(array, name, row_chunks=None):
             )
         if not hasattr(array, "shape"):
             array = np.asarray(array)
-        array = da.from_array(array, chunks=(row_chunks,) + (-1,) * (array.ndim - 1))
+        if sparse.issparse(array):
+            # Blocks of rows of a CSR matrix stay CSR (not numpy object arrays).
+            array = sparse.csr_matrix(array)
+        array = da.from_array(array, chunks=(row_chunks,) + (-1,) * (array.ndim - 1),
+                              asarray=not sparse.issparse(array))
     if array.ndim == 0 or any(np.isnan(size) for size in array.chunks[0]):
         raise ValueError(
             f"{name} has unknown chunk sizes along its rows (shape {array.shape}): its blocks "
@@ -313,7 +317,12 @@ def _encode_targets(estimator, y, dtype):
             "Unknown label type: a 2-D target must hold numbers in [0, 1] (a multi-label "
             f"indicator matrix or probabilities); got dtype {y.dtype}."
         )
-    if y.dtype.kind == "f":
+    if sparse.issparse(y._meta):
+        # Sparse chunks: summarised from their stored values, kept sparse.
+        low, high, finite, hard = _sparse_summary(y)
+        if not finite:
+            raise ValueError("Targets must be finite.")
+    elif y.dtype.kind == "f":
         low, high, finite, hard = dask.compute(y.min(), y.max(), da.isfinite(y).all(),
                                                ((y == 0) | (y == 1)).all())
         if not finite:
@@ -324,7 +333,24 @@ def _encode_targets(estimator, y, dtype):
     _check_range(low, high, "multilabel-indicator" if hard else "continuous-multioutput")
     estimator.classes_ = np.arange(y.shape[1])
     estimator._one_d, estimator._y_dtype = False, y.dtype
+    estimator._y_sparse = None  # predict on dask is blockwise, dense
     return y.astype(np.uint8 if hard else dtype)
+
+
+def _sparse_summary(y):
+    """(min, max, all finite, all 0 or 1) of the stored values of sparse chunks."""
+
+    def summary(block):
+        values = sparse.csr_matrix(block).data.astype(np.float64)
+        if not values.size:
+            return np.array([[0.0, 0.0, 1.0, 1.0]])
+        return np.array([[values.min(), values.max(), np.isfinite(values).all(),
+                          np.all((values == 0) | (values == 1))]], dtype=np.float64)
+
+    parts = y.map_blocks(summary, chunks=((1,) * y.numblocks[0], (4,)),
+                         dtype=np.float64, meta=np.empty((0, 4))).compute()
+    return parts[:, 0].min(), parts[:, 1].max(), bool(parts[:, 2].all()), bool(
+        parts[:, 3].all())
 
 
 def _check_range(low, high, kind):
@@ -338,6 +364,17 @@ def _check_range(low, high, kind):
 
 def weighted_column_sums(Y, sample_weight):
     """``sample_weight @ Y`` in float64 (computed)."""
+    if sparse.issparse(Y._meta):
+        def block_sums(block, *weights):
+            block = sparse.csr_matrix(block, dtype=np.float64)
+            sums = (block.sum(axis=0) if not weights
+                    else block.T @ np.asarray(weights[0], dtype=np.float64))
+            return np.asarray(sums).reshape(1, -1)
+
+        args = (Y,) if sample_weight is None else (Y, sample_weight[:, None])
+        parts = da.map_blocks(block_sums, *args, chunks=((1,) * Y.numblocks[0], Y.chunks[1]),
+                              dtype=np.float64, meta=np.empty((0, 0)))
+        return parts.sum(axis=0).compute()
     Y = Y.astype(np.float64)
     if sample_weight is not None:
         Y = Y * sample_weight.astype(np.float64)[:, None]

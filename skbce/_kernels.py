@@ -1,7 +1,7 @@
 """The compiled kernels this CPU runs best: the one place skbce imports them from.
 
 A default build on x86-64 compiles the hot kernel modules (``_bce``,
-``_linear_kernels``, ``_csr_kernels``) from the same source three times: for x86-64-v2
+``_linear_kernels``, ``_csr_kernels``, ``_dual_kernels``) from the same source three times: for x86-64-v2
 (``skbce._bce``, the baseline every x86-64 CPU since about 2009 runs), for
 x86-64-v3 with AVX2 and FMA (``skbce._bce_avx2``) and for x86-64-v4 with
 AVX-512 (``skbce._bce_avx512``). gcc vectorises the loss loops' ``log`` and
@@ -35,7 +35,7 @@ _LEVEL_FEATURES = {
     "avx2": ("AVX", "AVX2", "FMA3", "F16C", "BMI", "BMI2", "LZCNT", "MOVBE"),
     "avx512": ("AVX512F", "AVX512CD", "AVX512BW", "AVX512DQ", "AVX512VL"),
 }
-_KERNEL_MODULES = ("_bce", "_linear_kernels", "_csr_kernels")
+_KERNEL_MODULES = ("_bce", "_linear_kernels", "_csr_kernels", "_dual_kernels")
 
 
 def cpu_features():
@@ -159,14 +159,14 @@ def show_config():
     --------
     On an AVX-512 machine, with the default build::
 
-        skbce 0.1.0: kernels avx512 (skbce._bce_avx512, skbce._linear_kernels_avx512, skbce._csr_kernels_avx512)
+        skbce 0.1.0: kernels avx512 (skbce._bce_avx512, skbce._linear_kernels_avx512, skbce._csr_kernels_avx512, skbce._dual_kernels_avx512)
         built with -Dmarch=dispatch: baseline (-march=x86-64-v2), avx2 (-march=x86-64-v3), avx512 (-march=x86-64-v4)
         this CPU runs: baseline, avx2, avx512
         SKBCE_CPU: not set
 
     >>> import skbce
     >>> skbce.show_config()  # doctest: +ELLIPSIS
-    skbce ...: kernels ... (skbce._bce..., skbce._linear_kernels..., skbce._csr_kernels...)
+    skbce ...: kernels ... (skbce._bce..., skbce._linear_kernels..., skbce._csr_kernels..., skbce._dual_kernels...)
     built with -Dmarch=...
     this CPU runs: ...
     SKBCE_CPU: ...

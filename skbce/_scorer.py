@@ -24,6 +24,7 @@ from numbers import Number, Real
 import numpy as np
 from scipy import sparse
 from sklearn.metrics._scorer import _BaseScorer, _cached_call
+from sklearn.utils._array_api import _convert_to_numpy, _is_numpy_namespace, get_namespace
 from sklearn.utils._param_validation import Interval, validate_params
 from sklearn.utils.validation import _check_response_method
 
@@ -96,7 +97,8 @@ def _positive_column(proba, classes, estimator, where):
 
     ``proba`` is an (n_samples, n_classes) array of one output whose columns
     follow ``classes``. An output that saw a single class in training has one
-    column; its positive-class probability is 1 if that class is 1, else 0.
+    column (HistGradientBoosting two), the first that class's probability:
+    the positive class's if that class is 1, its complement if it is 0.
     """
     proba = np.asarray(proba)
     if proba.ndim == 1:
@@ -119,6 +121,12 @@ def _positive_column(proba, classes, estimator, where):
             "estimator has no classes_ telling which class it is."
         )
     labels = np.asarray(classes).tolist()
+    if len(labels) == 1 and n_columns in (1, 2) and (_is_one(labels[0]) or _is_zero(labels[0])):
+        # Only one class was seen in training: the first column is its
+        # probability (1 for most estimators; HistGradientBoosting keeps a
+        # second column for the class it never saw).
+        seen = proba[:, 0]
+        return seen if _is_one(labels[0]) else 1 - seen
     if len(labels) != n_columns:
         raise ValueError(
             f"{_name(estimator)}.predict_proba{where} has {n_columns} columns but "
@@ -131,10 +139,6 @@ def _positive_column(proba, classes, estimator, where):
         _is_zero(c) for i, c in enumerate(labels) if i != positive[0]
     ):
         return proba[:, positive[0]]
-    if n_columns == 1 and (positive or _is_zero(labels[0])):
-        # Only one class was seen in training: it has probability 1.
-        value = 1.0 if positive else 0.0
-        return np.full(proba.shape[0], value, dtype=proba.dtype)
     raise ValueError(
         f"Cannot tell the positive class of {_name(estimator)}'s output{where}: its "
         f"classes_ are {labels}; multi-label targets must be 0/1 (or soft "
@@ -181,13 +185,16 @@ def _diagnose_targets(y, estimator):
     """Turn a rejected target of whole numbers into a multiclass error."""
     if y.dtype.kind not in "biuf":
         return
+    two_d = y.ndim == 2
+    if sparse.issparse(y):
+        y = y.tocsr().data  # the stored values; the others are 0
     finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
     if finite.size and np.all(finite == np.round(finite)):
         values = np.unique(finite)
         if len(values) > 2 or values[0] < 0 or values[-1] > 1:
             raise _multiclass_error(
                 estimator,
-                f"a {'multiclass-multioutput' if y.ndim == 2 else 'multiclass'} "
+                f"a {'multiclass-multioutput' if two_d else 'multiclass'} "
                 "target with values "
                 f"{values[:10].tolist()}",
             )
@@ -277,9 +284,13 @@ class _BCEScorer(_BaseScorer):
             ),
             kwargs=kwargs,
         )
-        if sparse.issparse(y_true):
-            y_true = y_true.toarray()
-        y = np.asarray(y_true)
+        if sparse.issparse(y_true) and (y_true.ndim != 2 or y_true.shape[1] == 1):
+            y_true = y_true.toarray()  # one column: n values
+        # A sparse multi-label y_true stays sparse: the metric reads it in row
+        # blocks. Other targets are read in NumPy (class labels, their mapping
+        # to 0/1); an array of another namespace is converted, as
+        # scikit-learn's metrics do.
+        y = y_true if sparse.issparse(y_true) else _as_numpy(y_true)
         classes = _flat_classes(estimator)
         if y.ndim == 2 and y.shape[1] == 1 and classes is not None:
             if len(classes) <= 2 or y.dtype.kind not in "biuf":
@@ -294,7 +305,13 @@ class _BCEScorer(_BaseScorer):
 
         raw, method_name = self._response(method_caller, estimator, X)
         from_logits = method_name == "decision_function"
-        y_pred = self._positive_predictions(raw, y, estimator, from_logits)
+        xp, is_array_api = get_namespace(raw, remove_types=(str, list, tuple))
+        if is_array_api and not _is_numpy_namespace(xp):
+            # array_api_dispatch=True and, say, torch predictions: the loss
+            # is computed on them, in their namespace (the targets are moved).
+            y_pred = _positive_predictions_in_namespace(raw, y, estimator, from_logits)
+        else:
+            y_pred = self._positive_predictions(raw, y, estimator, from_logits)
 
         try:
             loss = binary_cross_entropy(
@@ -337,6 +354,38 @@ class _BCEScorer(_BaseScorer):
         if y.ndim == 2 and raw.ndim == 1 and y.shape[1] == 1:
             return raw[:, None]
         return raw
+
+
+def _as_numpy(values):
+    """An array of any namespace (torch, array-api-strict...) as a NumPy array."""
+    if isinstance(values, (np.ndarray, list, tuple)):
+        return np.asarray(values)
+    try:
+        namespace, _ = get_namespace(values)
+    except TypeError:  # not an array to the array API (with dispatch on)
+        return np.asarray(values)
+    return np.asarray(_convert_to_numpy(values, namespace))
+
+
+def _positive_predictions_in_namespace(raw, y, estimator, from_logits):
+    """The positive-class column(s) of an array-API response, kept in its namespace.
+
+    The common layouts -- a 1-D response, an (n_samples, 2) ``predict_proba``
+    of two classes, an (n_samples, 1) decision function, an (n_samples,
+    n_labels) array -- are sliced as they are; any other goes through
+    NumPy and the rules of :meth:`_BCEScorer._positive_predictions`.
+    """
+    classes = _flat_classes(estimator)
+    if y.ndim == 1 and raw.ndim == 2:
+        if from_logits and raw.shape[1] == 1:
+            return raw[:, 0]
+        if not from_logits and raw.shape[1] == 2 and classes is not None and len(classes) == 2:
+            return raw[:, 1]
+    elif y.ndim == 2 and raw.ndim == 2 and tuple(raw.shape) == y.shape:
+        return raw
+    elif raw.ndim == 1 and y.ndim == 1:
+        return raw
+    return _BCEScorer._positive_predictions(_as_numpy(raw), y, estimator, from_logits)
 
 
 @validate_params(

@@ -13,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 from scipy import sparse
 from sklearn.utils import check_array
+from sklearn.utils._array_api import _is_numpy_namespace, get_namespace
 from sklearn.utils._param_validation import Interval, Options, StrOptions, validate_params
 from sklearn.utils.validation import _check_sample_weight
 
@@ -44,7 +45,7 @@ _MIN_ENTRIES_PER_THREAD = 20_000
 _SOFT_GUESS_ENTRIES = 256
 
 _PARAMETER_CONSTRAINTS = {
-    "y_true": ["array-like"],
+    "y_true": ["array-like", "sparse matrix"],
     "y_pred": ["array-like", list],
     "from_logits": ["boolean"],
     "sample_weight": ["array-like", None],
@@ -201,7 +202,9 @@ class _Problem:
         pos_weight,
         label_smoothing,
         eps,
+        part=False,
     ):
+        # ``part``: a block of rows of a larger problem whose weights were checked.
         y_true = _as_value_array(y_true, "y_true")
         if _is_list_of_2d(y_pred):
             if from_logits:
@@ -270,6 +273,11 @@ class _Problem:
         if sample_weight is None:
             self.sample_weight = np.empty(0, dtype=dtype)
             self.sample_weight_sum = float(n_samples)
+        elif part:
+            # A block of rows of a larger problem: its weights were checked
+            # as a whole, and may all be zero here.
+            self.sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+            self.sample_weight_sum = float(np.sum(self.sample_weight, dtype=np.float64))
         else:
             try:
                 sw = _check_sample_weight(
@@ -377,29 +385,47 @@ class _Problem:
         ]
 
 
+def _scale_and_drop(reduction, axis, sample_weight_sum, label_weight_sum):
+    """Scale of the gradient and the weight that cancels out of a mean.
+
+    The mean over labels of one sample does not depend on that sample's
+    weight, and the mean over samples of one label not on that label's weight.
+    """
+    if reduction != "mean":
+        return None, 1.0
+    if axis is None:
+        return None, 1.0 / (sample_weight_sum * label_weight_sum)
+    if axis == 1:
+        return "sample_weight", 1.0 / label_weight_sum
+    return "label_weight", 1.0 / sample_weight_sum
+
+
 def _evaluate(y_true, y_pred, want_loss, want_gradient, *, reduction, axis, **options):
     if is_dask_collection(y_true, y_pred, options["sample_weight"]):
         from skbce._dask import evaluate  # lazy, blockwise
 
         return evaluate(y_true, y_pred, want_loss, want_gradient, reduction=reduction,
                         axis=axis, **options)
-    problem = _Problem(y_true, y_pred, **options)
-    one_label = len(problem.target_shape) == 1
+    # With sklearn.set_config(array_api_dispatch=True), predictions of another
+    # namespace (torch, array-api-strict...) are computed in it, the other
+    # inputs moved there (as log_loss does); without, they are converted to
+    # NumPy below, as scikit-learn's metrics convert them.
+    xp, is_array_api = get_namespace(y_pred, remove_types=(str, list, tuple))
+    if is_array_api and not _is_numpy_namespace(xp):
+        from skbce._array_api import evaluate
+
+        return evaluate(xp, y_true, y_pred, want_loss, want_gradient, reduction=reduction,
+                        axis=axis, **options)
     if reduction == "none" and axis is not None:
         raise ValueError("axis can only be used with reduction='mean' or 'sum'.")
     axis = None if axis is None else axis % 2
-
-    # Scale of the gradient and the weight that cancels out of a mean: the
-    # mean over labels of one sample does not depend on that sample's weight,
-    # and the mean over samples of one label not on that label's weight.
-    drop, scale = None, 1.0
-    if reduction == "mean":
-        if axis is None:
-            scale = 1.0 / (problem.sample_weight_sum * problem.label_weight_sum)
-        elif axis == 1:
-            drop, scale = "sample_weight", 1.0 / problem.label_weight_sum
-        else:
-            drop, scale = "label_weight", 1.0 / problem.sample_weight_sum
+    if sparse.issparse(y_true):
+        return _evaluate_sparse_targets(y_true, y_pred, want_loss, want_gradient,
+                                        reduction=reduction, axis=axis, **options)
+    problem = _Problem(y_true, y_pred, **options)
+    one_label = len(problem.target_shape) == 1
+    drop, scale = _scale_and_drop(reduction, axis, problem.sample_weight_sum,
+                                  problem.label_weight_sum)
 
     elementwise = want_loss and (reduction == "none" or axis is not None)
     total, loss_out, grad_out = problem.run(
@@ -424,11 +450,130 @@ def _evaluate(y_true, y_pred, want_loss, want_gradient, *, reduction, axis, **op
     return loss, gradient
 
 
+def _check_sparse_targets(y_true):
+    """The stored values of a canonical CSR ``y_true`` lie in [0, 1]: else a ValueError."""
+    data = y_true.data
+    bad = ~((data >= 0) & (data <= 1))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        row = int(np.searchsorted(y_true.indptr, first, side="right")) - 1
+        raise ValueError(
+            f"y_true must lie in [0, 1]; found {data[first].item()!r} at index "
+            f"({row}, {int(y_true.indices[first])})."
+        )
+
+
+# Entries of the dense block of rows that a sparse y_true is read in.
+_SPARSE_BLOCK_ENTRIES = 2**20
+
+
+def _evaluate_sparse_targets(y_true, y_pred, want_loss, want_gradient, *, reduction, axis,
+                             **options):
+    """:func:`_evaluate` of a scipy.sparse ``y_true``, in blocks of rows.
+
+    Each block of ``_SPARSE_BLOCK_ENTRIES`` entries is densified and
+    evaluated by the kernel as a dense ``y_true`` is, with the scale of the
+    whole problem; the blocks' weighted sums (float64) are added up. So no
+    ``(n_samples, n_labels)`` copy of the targets is made, and the result is
+    the dense one up to the order of the float64 additions.
+    """
+    y_true = sparse.csr_matrix(y_true)  # any format; CSR's arrays are shared, not copied
+    if y_true.dtype.kind not in "biuf":
+        raise ValueError(f"y_true must hold real numbers; got dtype {y_true.dtype}.")
+    if not y_true.has_canonical_format:
+        y_true = y_true.copy()
+        y_true.sum_duplicates()  # a repeated entry's value is the sum, as toarray gives
+    _check_sparse_targets(y_true)
+    if y_true.shape[0] * y_true.shape[1] == 0:
+        raise ValueError(f"y_true is empty (shape {y_true.shape}).")
+    y_pred_format = "array"
+    if _is_list_of_2d(y_pred):
+        if options["from_logits"]:
+            raise ValueError(
+                "y_pred as a list of per-label probability arrays cannot be used with "
+                "from_logits=True; pass an (n_samples, n_labels) array of logits."
+            )
+        y_pred_format, n_list = "list", len(y_pred)
+        y_pred = _predictions_from_list(y_pred)
+    else:
+        y_pred = _as_value_array(y_pred, "y_pred")
+    if y_pred.shape != y_true.shape:
+        raise ValueError(
+            f"y_true and y_pred have inconsistent shapes: y_true {y_true.shape}, "
+            f"y_pred {y_pred.shape}."
+        )
+    n_samples, n_labels = y_true.shape
+    sample_weight = options.pop("sample_weight")
+    label_weight = options["label_weight"]
+    dtype = _compute_dtype(y_true, y_pred)
+    if sample_weight is None:
+        sample_weight_sum = float(n_samples)
+    else:
+        sample_weight = _check_sample_weight(sample_weight, y_pred, dtype=dtype,
+                                             ensure_non_negative=True)
+        sample_weight_sum = float(np.sum(sample_weight, dtype=np.float64))
+        if sample_weight_sum <= 0:
+            raise ValueError("sample_weight must not be all zero.")
+    label_weight_sum = float(n_labels)
+    if label_weight is not None:
+        label_weight_sum = float(np.sum(_check_label_vector(
+            label_weight, n_labels, "label_weight", np.float64)))
+        if label_weight_sum <= 0:
+            raise ValueError("label_weight must not be all zero.")
+    drop, scale = _scale_and_drop(reduction, axis, sample_weight_sum, label_weight_sum)
+    elementwise = want_loss and (reduction == "none" or axis is not None)
+
+    total = 0.0
+    per_label = np.zeros(n_labels) if elementwise and axis == 0 else None
+    loss_full = (np.empty((n_samples, n_labels) if reduction == "none" else n_samples, dtype)
+                 if elementwise and axis != 0 else None)
+    gradient = np.empty((n_samples, n_labels), dtype) if want_gradient else None
+    step = max(1, _SPARSE_BLOCK_ENTRIES // n_labels)
+    for start in range(0, n_samples, step):
+        rows = slice(start, min(start + step, n_samples))
+        part = _Problem(
+            y_true[rows].toarray(), y_pred[rows], part=True,
+            sample_weight=None if sample_weight is None else sample_weight[rows], **options)
+        try:
+            block_total, loss_out, grad_out = part.run(
+                want_elementwise=elementwise, want_gradient=want_gradient, grad_scale=scale,
+                drop=drop)
+        except ValueError:
+            # Report the first invalid value with its index in the whole input.
+            _check_range(y_pred, "y_pred", *(
+                (-float(np.finfo(dtype).max), float(np.finfo(dtype).max), "be finite logits")
+                if options["from_logits"] else (0.0, 1.0, "be probabilities in [0, 1]")))
+            raise
+        total += block_total
+        if per_label is not None:
+            per_label += loss_out.sum(axis=0, dtype=np.float64)
+        elif loss_full is not None:
+            loss_full[rows] = (loss_out if reduction == "none"
+                               else loss_out.sum(axis=1, dtype=np.float64) * scale)
+        if want_gradient:
+            gradient[rows] = grad_out
+
+    loss = None
+    if want_loss:
+        if reduction == "none" or axis == 1:
+            loss = loss_full
+        elif axis is None:
+            loss = float(total * scale)
+        else:
+            loss = (per_label * scale).astype(dtype, copy=False)
+    if want_gradient and y_pred_format == "list":
+        gradient = [np.column_stack([np.zeros_like(gradient[:, j]), gradient[:, j]])
+                    for j in range(n_list)]
+    return loss, gradient
+
+
 _DOC_PARAMETERS = """
     Parameters
     ----------
-    y_true : array-like of shape (n_samples,) or (n_samples, n_labels)
+    y_true : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
         Targets in [0, 1]: 0/1 labels (bool, int or float) or soft targets.
+        A scipy.sparse matrix or array (any format) is read in blocks of rows,
+        never densified as a whole.
 
     y_pred : array-like or list of arrays
         Predicted probabilities (or logits with ``from_logits=True``) of the

@@ -506,6 +506,21 @@ def test_scale_out_page_runs_as_shown(client, capsys):
     assert "{'C':" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("wrap", ["scipy", "dask"])
+def test_fit_on_dask_takes_sparse_targets(client, fit_data, wrap):
+    """A scipy.sparse y with dask X, or a dask array of CSR chunks: kept sparse, same model."""
+    X, Y, sample_weight = fit_data
+    local = MultiLabelLogistic(tol=1e-8, pos_weight="balanced").fit(
+        X, Y, sample_weight=sample_weight)
+    Ys = sparse.csc_matrix(Y)  # any format: made CSR row blocks
+    if wrap == "dask":
+        Ys = da.from_array(sparse.csr_matrix(Y), chunks=(300, -1), asarray=False)
+    dX = da.from_array(X, chunks=(450, -1))
+    remote = MultiLabelLogistic(tol=1e-8, pos_weight="balanced").fit(
+        dX, Ys, sample_weight=da.from_array(sample_weight, chunks=450))
+    np.testing.assert_allclose(remote.pos_weight_, local.pos_weight_, rtol=1e-12)
+    np.testing.assert_allclose(remote.coef_, local.coef_, rtol=1e-3, atol=1e-4)
+
 # -- a lost worker ----------------------------------------------------------------
 #
 # The moment of each kill is a round of the fit's tasks (the states' test

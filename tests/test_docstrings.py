@@ -12,7 +12,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "skbce.metrics", "skbce._scorer", "skbce.linear_model._logistic", "skbce.linear_model._cv",
-    "skbce.model_selection._thresholds",
+    "skbce.model_selection._thresholds", "skbce.model_selection._split",
 ]
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 

@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score, make_scorer, roc_auc_score
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skbce import MultiLabelLogistic, MultiLabelLogisticCV
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV, binary_cross_entropy
 
 CS = np.array([0.003, 0.03, 0.3, 3.0, 30.0])
 TIGHT = dict(tol=1e-9, max_iter=5000)
@@ -223,13 +223,20 @@ def test_labels_constant_in_the_data_or_in_a_fold(data):
     Y[:50, 3] = 1  # constant in the training part of one fold
     Y[50:, 3] = 0
     folds = list(KFold(3).split(X))
-    model = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y)
+    # Label 3 is warned about (not label 0: constant in the data, nothing to tune).
+    with pytest.warns(UserWarning, match=r"fold\(s\) 0 has .* of label\(s\) 3 \("):
+        model = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y)
     assert np.all(model.predict_proba(X)[:, 0] < 1e-3)
+    assert model.C_[3] == 1.0  # untuned: MultiLabelLogistic's default
+    assert_allclose(model.coef_[3], MultiLabelLogistic(C=1.0).fit(X, Y).coef_[3],
+                    rtol=1e-3, atol=1e-4)
     alone = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y[:, :1].repeat(2, axis=1))
     assert_allclose(model.coef_[0], alone.coef_[0], atol=1e-8)
     # A binary target one class of which a training fold lacks.
-    binary = MultiLabelLogisticCV(Cs=CS, cv=folds, path_patience=None).fit(X, Y[:, 3])
+    with pytest.warns(UserWarning, match=r"label\(s\) 0 "):
+        binary = MultiLabelLogisticCV(Cs=CS, cv=folds, path_patience=None).fit(X, Y[:, 3])
     assert np.all(np.isfinite(binary.scores_))
+    assert binary.C_[0] == 1.0
     assert abs(binary.predict_proba(X)[:, 1].mean() - 1 / 3) < 0.05
 
 
@@ -246,3 +253,80 @@ def test_path_fits_share_the_gram_matrix_and_not_the_solution(data):
                     rtol=1e-7, atol=1e-9)
     model.fit(X[:100], Y[:100])  # other data: a Gram matrix of its own
     assert model._path_problem[2]["gram"] is not first
+
+
+def test_default_folds_on_ordered_rows_score_as_shuffled_ones(ordered_multilabel):
+    # Rows stored grouped by type, as scene's are: unshuffled folds (the
+    # default before) chose C for types they had not seen, and did worse on
+    # held-out rows than no tuning at all (0.1037 against 0.0871).
+    X, X_test, Y, Y_test = ordered_multilabel
+
+    def held_out_bce(model):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return binary_cross_entropy(Y_test, model.fit(X, Y).predict_proba(X_test))
+
+    default = held_out_bce(MultiLabelLogisticCV(Cs=10))
+    shuffled = held_out_bce(MultiLabelLogisticCV(Cs=10, cv=KFold(5, shuffle=True,
+                                                                 random_state=0)))
+    untuned = held_out_bce(MultiLabelLogistic())
+    assert default <= 1.005 * shuffled
+    assert default <= untuned
+
+
+def test_a_users_folds_that_cannot_see_a_label_are_named(data):
+    X, Y = data
+    # A user's folds: the first holds out every positive of label 2, so its
+    # training rows have none.
+    rows = np.arange(len(X))
+    positives, negatives = rows[Y[:, 2] == 1], rows[Y[:, 2] == 0]
+    folds = [(negatives, positives)] + [
+        (np.setdiff1d(rows, part), part) for part in np.array_split(negatives, 2)]
+    pattern = r"fold\(s\) 0 has no positive or no negative of label\(s\) 2 "
+    with pytest.warns(UserWarning, match=pattern):
+        model = MultiLabelLogisticCV(Cs=CS, cv=folds).fit(X, Y)
+    assert model.C_[2] == 1.0  # untuned, not chosen on a fold that cannot see it
+    best = CS[np.nanargmax(model.scores_.mean(axis=0), axis=0)]
+    assert_array_equal(np.delete(model.C_, 2), np.delete(best, 2))  # the others are tuned
+    assert best[2] != 1.0
+    # refit=False: the folds' mean at the C of Cs nearest 1 in log scale (3).
+    with pytest.warns(UserWarning, match=pattern):
+        averaged = MultiLabelLogisticCV(Cs=CS, cv=folds, refit=False).fit(X, Y)
+    assert averaged.C_[2] == 3.0
+    fits = [MultiLabelLogistic(C=3.0, **TIGHT).fit(X[train], Y[train]) for train, _ in folds]
+    assert_allclose(averaged.coef_[2], np.mean([m.coef_[2] for m in fits], axis=0),
+                    rtol=1e-3, atol=1e-4)
+
+
+def test_default_folds_are_stratified_deterministic_and_shared_by_all_labels():
+    from skbce.model_selection import MultiLabelStratifiedKFold
+
+    rng = np.random.default_rng(3)
+    Y = (rng.uniform(size=(300, 8)) < np.linspace(0.02, 0.9, 8)).astype(int)
+    Y = Y[np.lexsort(Y.T)]  # stored in label order
+    X = np.zeros((len(Y), 1))
+    folds = list(MultiLabelStratifiedKFold(5).split(X, Y))
+    assert [f[1].tolist() for f in folds] == [
+        f[1].tolist() for f in MultiLabelStratifiedKFold(5).split(X, Y)]
+    tests = np.concatenate([test for _, test in folds])
+    assert_array_equal(np.sort(tests), np.arange(len(Y)))  # a partition
+    sizes = [len(test) for _, test in folds]
+    assert max(sizes) - min(sizes) <= 2
+    for j in range(Y.shape[1]):
+        minority = min(Y[:, j].sum(), len(Y) - Y[:, j].sum())
+        per_fold = [min(Y[test, j].sum(), len(test) - Y[test, j].sum()) for _, test in folds]
+        # Each fold holds its share of the label's minority class, to one row.
+        assert max(per_fold) - min(per_fold) <= 1 + (minority < 5), (j, per_fold)
+        for train, _ in folds:
+            if minority >= 5:
+                assert 0 < Y[train, j].sum() < len(train)
+    # What an int cv means: these folds for a multi-label target (scikit-learn's
+    # check_cv gives KFold), StratifiedKFold for a binary one.
+    from skbce.model_selection._split import check_multilabel_cv
+
+    assert isinstance(check_multilabel_cv(5, Y), MultiLabelStratifiedKFold)
+    assert isinstance(check_multilabel_cv(None, Y), MultiLabelStratifiedKFold)
+    assert isinstance(check_multilabel_cv(5, Y[:, 0]), StratifiedKFold)
+    soft = np.clip(Y * 0.8 + 0.1, 0, 1)
+    assert [f[1].tolist() for f in check_multilabel_cv(5, soft).split(X, soft)] == [
+        f[1].tolist() for f in folds]  # soft targets: positive from 0.5

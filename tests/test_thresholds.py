@@ -8,16 +8,25 @@ import sklearn
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.datasets import make_multilabel_classification
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import balanced_accuracy_score, f1_score, fbeta_score, make_scorer
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.multioutput import MultiOutputClassifier
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.multioutput import ClassifierChain, MultiOutputClassifier
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
-from skbce import MultiLabelLogistic, MultiLabelThresholdCV
+from skbce import MultiLabelLogistic, MultiLabelLogisticCV, MultiLabelThresholdCV
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +50,13 @@ def out_of_fold(estimator, X, y, folds, sample_weight=None):
         else:
             P[test] = proba[:, 1:] if y.ndim == 1 else proba
     return P
+
+
+def default_folds(X, Y):
+    """The folds an int cv means for a multi-label target: stratified, seed 0."""
+    from skbce.model_selection import MultiLabelStratifiedKFold
+
+    return MultiLabelStratifiedKFold(5, random_state=0).split(X, Y)
 
 
 def candidates(values, n=100):
@@ -79,7 +95,7 @@ FOREST = RandomForestClassifier(n_estimators=15, min_samples_leaf=3, random_stat
 def test_threshold_per_label_is_the_best_candidate_of_a_manual_loop(data, estimator, scoring,
                                                                      metric):
     X, Y = data
-    P = out_of_fold(estimator, X, Y, KFold(5).split(X))
+    P = out_of_fold(estimator, X, Y, default_folds(X, Y))
     tuned = MultiLabelThresholdCV(estimator, scoring=scoring).fit(X, Y)
     assert_array_equal(tuned.thresholds_, per_label_manual(P, Y, metric))
     proba = out_of_fold(estimator, X, Y, [(np.arange(len(X)), np.arange(len(X)))])
@@ -89,7 +105,7 @@ def test_threshold_per_label_is_the_best_candidate_of_a_manual_loop(data, estima
 def test_one_threshold_for_all_labels_maximises_the_mean(data):
     X, Y = data
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    P = out_of_fold(model, X, Y, default_folds(X, Y))
     grid = candidates(P)
     mean_f1 = [np.mean([f1_score(Y[:, j], P[:, j] >= t, zero_division=0) for j in range(4)])
                for t in grid]
@@ -103,7 +119,7 @@ def test_one_threshold_for_all_labels_maximises_the_mean(data):
 def test_joint_metric_no_single_label_change_improves_it(data, scoring):
     X, Y = data
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    P = out_of_fold(model, X, Y, default_folds(X, Y))
     average = scoring.split("_")[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -135,18 +151,27 @@ def test_labels_constant_in_a_training_fold(data, estimator):
     Y[:48, 1] = 1  # all positives in the first fold: its training part has none
     Y[:, 3] = 0  # constant everywhere
     P = out_of_fold(estimator, X, Y, KFold(5).split(X))
-    tuned = MultiLabelThresholdCV(estimator).fit(X, Y)
-    assert_array_equal(tuned.thresholds_,
-                       per_label_manual(P, Y, lambda y, p: f1_score(y, p, zero_division=0)))
+    # A user's splitter is used as given, and warned about: the first
+    # fold's model never saw label 1, whose threshold is then not tuned.
+    with pytest.warns(UserWarning, match=r"fold\(s\) 0 has no positive or no negative of "
+                                         r"label\(s\) 1 "):
+        tuned = MultiLabelThresholdCV(estimator, cv=KFold(5)).fit(X, Y)
+    expected = per_label_manual(P, Y, lambda y, p: f1_score(y, p, zero_division=0))
+    expected[1] = 0.5
+    assert_array_equal(tuned.thresholds_, expected)
     assert tuned.thresholds_[3] == 0.5  # nothing to gain: the default stays
     assert_array_equal(tuned.predict(X)[:, 3], 0)
+    # The default folds spread label 1's positives: no fold is blind to it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MultiLabelThresholdCV(estimator).fit(X, Y)
 
 
 def test_sample_weight_weighs_the_metric_and_the_fits(data):
     X, Y = data
     sw = np.random.default_rng(0).integers(0, 4, len(X)).astype(float)
     model = MultiLabelLogistic(C=0.3)
-    P = out_of_fold(model, X, Y, KFold(5).split(X), sample_weight=sw)
+    P = out_of_fold(model, X, Y, default_folds(X, Y), sample_weight=sw)
     grid_rows = sw > 0
     expected = []
     for j in range(4):
@@ -164,7 +189,7 @@ def test_metadata_routing(data):
     with sklearn.config_context(enable_metadata_routing=True):
         model = MultiLabelLogistic(C=0.3).set_fit_request(sample_weight=False)
         scorer = make_scorer(f1_score).set_score_request(sample_weight=True)
-        P = out_of_fold(model, X, Y, KFold(5).split(X))
+        P = out_of_fold(model, X, Y, default_folds(X, Y))
         expected = []
         for j in range(4):
             grid = candidates(P[:, j])
@@ -237,3 +262,79 @@ def test_usual_metrics_are_computed_from_counts(name, joint):
     from skbce.model_selection._thresholds import _count_metric
 
     assert _count_metric(get_scorer(name), joint) is not None
+
+
+def test_default_folds_on_ordered_rows_score_as_shuffled_ones(ordered_multilabel):
+    # Rows stored grouped by type, as scene's are: unshuffled folds (the
+    # default before) left training folds without a label's positives, whose
+    # out-of-fold probabilities made a threshold near 0 win; held-out
+    # macro-F1 0.710, against 0.917 untuned.
+    X, X_test, Y, Y_test = ordered_multilabel
+    model = MultiLabelLogistic(C=0.05)
+
+    def held_out_macro_f1(estimator):
+        return f1_score(Y_test, estimator.fit(X, Y).predict(X_test), average="macro")
+
+    default = held_out_macro_f1(MultiLabelThresholdCV(model))
+    shuffled = held_out_macro_f1(MultiLabelThresholdCV(
+        model, cv=KFold(5, shuffle=True, random_state=0)))
+    untuned = held_out_macro_f1(clone(model))
+    assert default >= shuffled - 0.01
+    assert default >= untuned
+
+
+# Small boosted models: HistGradientBoosting fits one class with two columns.
+HGB = HistGradientBoostingClassifier(max_iter=5, max_leaf_nodes=4)
+ONE_CLASS_ESTIMATORS = {
+    "logistic": MultiLabelLogistic(C=0.3),
+    "logistic_cv": MultiLabelLogisticCV(Cs=3, cv=3),
+    "forest": FOREST,
+    "extra_trees": ExtraTreesClassifier(n_estimators=15, min_samples_leaf=3, random_state=0),
+    "knn": KNeighborsClassifier(5),
+    "multioutput_hgb": MultiOutputClassifier(HGB),
+    "ovr": OneVsRestClassifier(LogisticRegression()),
+    "chain": ClassifierChain(HGB, order=[0, 3, 1, 2]),
+    "pipeline_hgb": make_pipeline(
+        StandardScaler(), MultiOutputClassifier(HGB)),
+    "pipeline_forest": make_pipeline(StandardScaler(), FOREST),
+}
+
+
+@pytest.mark.parametrize("estimator", ONE_CLASS_ESTIMATORS.values(),
+                         ids=ONE_CLASS_ESTIMATORS.keys())
+def test_labels_all_0_or_all_1_read_through_classes(data, estimator):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 1], Y[:, 2] = 0, 1  # one class in every fit's training rows
+    # One OpenMP thread: HistGradientBoosting's threads, on tiny fits, spin
+    # for the cores of a busy machine (25 s a test instead of 1).
+    with threadpool_limits(1, user_api="openmp"):
+        tuned = MultiLabelThresholdCV(estimator).fit(X, Y)
+    assert_array_equal(tuned.thresholds_[[1, 2]], 0.5)  # nothing to tune, never 0 or 1
+    predicted = tuned.predict(X)
+    assert_array_equal(predicted[:, 1], 0)
+    assert_array_equal(predicted[:, 2], Y[:, 2])
+    # The labels with both classes are tuned, on probabilities of the positive class.
+    assert np.all((tuned.thresholds_[[0, 3]] > 0) & (tuned.thresholds_[[0, 3]] < 1))
+    assert f1_score(Y[:, [0, 3]], predicted[:, [0, 3]], average="macro") > 0.6
+
+
+def test_a_blind_label_keeps_the_default_under_a_joint_metric(data):
+    X, Y = data
+    Y = Y.copy()
+    Y[:, 1] = 0
+    Y[:48, 1] = 1  # the first fold's training rows have no positive of label 1
+    model = MultiLabelLogistic(C=0.3)
+    P = out_of_fold(model, X, Y, KFold(5).split(X))
+    with pytest.warns(UserWarning, match=r"label\(s\) 1 "):
+        tuned = MultiLabelThresholdCV(model, scoring="f1_micro", cv=KFold(5)).fit(X, Y)
+    assert tuned.thresholds_[1] == 0.5
+    assert_allclose(tuned.best_scores_,
+                    f1_score(Y, (P >= tuned.thresholds_).astype(int), average="micro"))
+    # The other labels are tuned jointly around it: no single move improves the score.
+    for j in [0, 2, 3]:
+        for t in candidates(P[:, j]):
+            trial = tuned.thresholds_.copy()
+            trial[j] = t
+            assert f1_score(Y, (P >= trial).astype(int), average="micro") <= (
+                tuned.best_scores_ + 1e-12)

@@ -20,11 +20,11 @@ from numbers import Integral
 
 import numpy as np
 from joblib import effective_n_jobs
+from scipy import sparse
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring, get_scorer_names
-from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, _safe_indexing
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -41,6 +41,7 @@ from sklearn.utils.validation import _check_method_params, check_is_fitted
 from skbce._kernels import max_threads
 from skbce.linear_model._logistic import MultiLabelLogistic
 from skbce.metrics import binary_cross_entropy
+from skbce.model_selection._split import blind_folds, check_multilabel_cv, warn_blind_folds
 
 __all__ = ["MultiLabelLogisticCV"]
 
@@ -55,6 +56,10 @@ _SHARED_PARAMS = (
 # can hand on to the next C of a path (never "low": its float32 problem copy
 # carries the penalty of its own C).
 _PATH_SHARED = ("gram", "max_abs", "squares")
+
+# MultiLabelLogistic's default C: what a label gets that some training fold
+# cannot see (see ``fit``).
+UNTUNED_C = 1.0
 
 # A label leaves the path once its mean score over the folds has fallen at
 # this many consecutive C's (the default of ``path_patience``).
@@ -232,6 +237,12 @@ def _past_best(means, step, patience):
     return np.all(window[1:] < window[:-1], axis=0)
 
 
+def _nearest_untuned(Cs):
+    """Index of the C of ``Cs`` nearest (in log scale) the untuned C; the smaller of two."""
+    distance = np.abs(np.log(Cs) - np.log(UNTUNED_C))
+    return int(np.flatnonzero(np.isclose(distance, distance.min()))[0])
+
+
 def _fit_labels(model, X, Y, sample_weight):
     """Fit ``model`` to the label columns ``Y``, however many there are.
 
@@ -240,6 +251,8 @@ def _fit_labels(model, X, Y, sample_weight):
     (as it would be among other labels) in a 2-D target, twice over: the
     model's first row is then that label's.
     """
+    if Y.shape[1] == 1 and sparse.issparse(Y):
+        Y = Y.toarray()  # one column: n values
     if Y.shape[1] == 1 and np.all(Y == Y[0, 0]) and Y[0, 0] in (0, 1):
         Y = np.repeat(Y, 2, axis=1)
     return model.fit(X, Y, sample_weight=sample_weight)
@@ -332,10 +345,19 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         each fit starting from the previous solution.
 
     cv : int, cross-validation generator or iterable, default=None
-        The splitting of the rows: None means 5-fold cross-validation; an int
-        the number of folds (stratified ``StratifiedKFold`` for a 1-D target,
-        ``KFold`` for a multi-label one, as ``check_cv`` decides); or a
-        splitter or an iterable of (train, test) index arrays.
+        The splitting of the rows: None means 5 folds; an int the number of
+        folds, stratified -- ``StratifiedKFold`` for a binary 1-D target,
+        :class:`~skbce.model_selection.MultiLabelStratifiedKFold` (with its
+        fixed seed 0: the same folds at every fit) for a multi-label or soft
+        target, which spreads every label's positives over the folds while
+        keeping one set of folds for all labels, as the joint path needs; or
+        a splitter or an iterable of (train, test) index arrays, used as
+        given. A label whose positives (or negatives) some training fold
+        lacks is warned about (a
+        :class:`~skbce.model_selection.FoldWarning` naming the labels and the
+        folds), whatever the splitter, and is not tuned: it gets ``C=1``,
+        :class:`MultiLabelLogistic`'s default (with ``refit=False``: the
+        value of ``Cs`` nearest 1), as the folds cannot score its choices.
 
     scoring : str, callable or None, default=None
         The score to maximise. None means minus the mean binary cross-entropy
@@ -396,8 +418,8 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         with ``verbose>=2``.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds ``solver="sgd"``; the folds come from ``cv`` (pass a shuffling
-        splitter to shuffle them).
+        Seeds ``solver="sgd"``; the folds come from ``cv`` (an int shuffles
+        and stratifies with a fixed seed; pass a splitter for other folds).
 
     path_patience : int or None, default=2
         A label leaves the path once its mean score over the folds has
@@ -468,12 +490,12 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
     >>> model.Cs_
     array([1.e-04, 1.e-02, 1.e+00, 1.e+02, 1.e+04])
     >>> model.C_
-    array([0.01, 1.  , 1.  ])
+    array([1.  , 1.  , 0.01])
     >>> model.scores_.shape
     (3, 5, 3)
     >>> model.predict(X[:2])
     array([[0, 1, 1],
-           [1, 0, 1]])
+           [0, 0, 1]])
     """
 
     _parameter_constraints: dict = {
@@ -565,9 +587,10 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data; CSR and CSC matrices are used as they are.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
             Binary labels, a 0/1 multi-label indicator matrix, or soft
-            targets in [0, 1].
+            targets in [0, 1]. A scipy.sparse matrix or array stays sparse
+            (see :meth:`MultiLabelLogistic.fit`).
 
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample, used by every fit and the
@@ -589,15 +612,19 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         self._resolved_solver()  # rejects a solver that cannot take l1_ratio
         Cs = self._candidate_Cs()
         routed = self._routed_params(sample_weight, params)
-        folds = list(check_cv(self.cv, y, classifier=True).split(X, y, **routed.splitter.split))
-        path = self._path(X, Y, y, sample_weight, Cs, folds, routed.scorer.score)
+        folds = list(check_multilabel_cv(self.cv, y).split(X, y, **routed.splitter.split))
+        blind = self._blind_labels(Y, folds, Cs)
+        path = self._path(X, Y, y, sample_weight, Cs, folds, routed.scorer.score, blind)
         self.Cs_ = Cs
         self.scores_, self.n_iter_ = path.scores, path.n_iter
         self._warn_unconverged(path.n_unconverged, Y.shape[1])
-        self.C_ = Cs[path.best] if self.per_label else float(Cs[path.best[0]])
+        C_per_label = Cs[path.best]
+        if self.refit:
+            C_per_label[blind] = UNTUNED_C
+        self.C_ = C_per_label if self.per_label else float(C_per_label[0])
         dtype = X.dtype.type
         if self.refit:
-            self._refit(X, Y, sample_weight, Cs[path.best], dtype)
+            self._refit(X, Y, sample_weight, C_per_label, dtype)
         else:
             # The mean over the folds of each label's solution at its chosen C.
             self.coef_ = np.ascontiguousarray(path.coef_sum / len(folds), dtype=dtype)
@@ -606,13 +633,30 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
             self.pos_weight_ = self._resolve_pos_weight(Y, sample_weight)
         return self
 
-    def _path(self, X, Y, y, sample_weight, Cs, folds, score_params):
+    def _blind_labels(self, Y, folds, Cs):
+        """The labels some training fold cannot see, warned about; bool (n_labels,).
+
+        With ``per_label=False`` the labels share one C: the warning alone.
+        """
+        blind = blind_folds(Y, folds)
+        if self.refit:
+            fallback = f"MultiLabelLogistic's default C={UNTUNED_C:g}"
+        else:
+            fallback = f"the C of Cs nearest {UNTUNED_C:g} ({Cs[_nearest_untuned(Cs)]:.3g})"
+        if not self.per_label:
+            fallback = "the C shared by all labels, chosen on folds that include these"
+        warn_blind_folds(type(self).__name__, blind, fallback)
+        return blind.any(axis=0) & self.per_label
+
+    def _path(self, X, Y, y, sample_weight, Cs, folds, score_params, blind):
         """Walk the path of ``Cs`` in all folds at once; labels leave it past their best.
 
         Returns the scores (NaN where a label had left), iterations, the
         labels that did not converge, each label's best C (its index) and
-        the sums over the folds of its solution there.
+        the sums over the folds of its solution there. A ``blind`` label's
+        best is the C of ``Cs`` nearest the untuned one, whatever its scores.
         """
+        pinned = _nearest_untuned(Cs)
         scorer = self._scorer()
         n_folds, n_Cs, (n_labels, n_features) = len(folds), len(Cs), (Y.shape[1], X.shape[1])
         scores = np.full((n_folds, n_Cs, n_labels) if self.per_label else (n_folds, n_Cs),
@@ -656,13 +700,15 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
                 means = scores.mean(axis=0)
                 if not self.per_label:
                     means = np.repeat(means[:, None], n_labels, axis=1)
-                improved = labels[(step == 0) | (means[step, labels] > means[best[labels], labels])]
+                better = (step == 0) | (means[step, labels] > means[best[labels], labels])
+                improved = labels[np.where(blind[labels], step == pinned, better)]
                 best[improved] = step
                 rows = np.searchsorted(labels, improved)
                 coef_sum[improved] = sum(m.coef_[:len(labels)][rows] for m in models)
                 intercept_sum[improved] = sum(m.intercept_[:len(labels)][rows] for m in models)
-                labels = labels[~_past_best(means[:step + 1, labels], step,
-                                            self.path_patience)]
+                # A blind label stays on the path up to its pinned C.
+                labels = labels[~_past_best(means[:step + 1, labels], step, self.path_patience)
+                                | (blind[labels] & (step < pinned))]
                 if not len(labels):
                     break
         return Bunch(scores=scores, n_iter=n_iter, n_unconverged=n_unconverged, best=best,
@@ -759,11 +805,11 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
             _raise_for_params(score_params, self, "score")
             routed = score_params
         logits = self.decision_function(X)
-        y = np.asarray(y)
+        y = y if sparse.issparse(y) else np.asarray(y)
         Y = self._encode_targets(y, None, np.float64, first=False)
         scorer = self._scorer()
         if scorer is None:
-            return -binary_cross_entropy(Y, logits.reshape(len(Y), -1), from_logits=True,
+            return -binary_cross_entropy(Y, logits.reshape(Y.shape[0], -1), from_logits=True,
                                          sample_weight=sample_weight)
         if not self.per_label:
             return scorer(self, X, y, **routed)
@@ -785,7 +831,7 @@ class MultiLabelLogisticCV(MultiLabelLogistic):
         """
         router = MetadataRouter(owner=self.__class__.__name__).add_self_request(self)
         router.add(
-            splitter=check_cv(self.cv),
+            splitter=check_multilabel_cv(self.cv),
             method_mapping=MethodMapping().add(caller="fit", callee="split"),
         )
         if self.scoring is not None:

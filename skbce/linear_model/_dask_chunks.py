@@ -42,7 +42,10 @@ def _sizeof_problem(problem):
     size = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes if sparse.issparse(X)
             else X.nbytes)
     for array in (problem.Y_all, problem.sw):
-        size += 0 if array is None else array.nbytes
+        if sparse.issparse(array):
+            size += array.data.nbytes + array.indices.nbytes + array.indptr.nbytes
+        else:
+            size += 0 if array is None else array.nbytes
     return int(size)
 
 

@@ -36,17 +36,28 @@ def _threadpool_controller():
 
 
 def validate_X_y(estimator, X, y, reset):
+    name = type(estimator).__name__
+    if X is None:
+        raise ValueError(f"X is None: {name} needs X, an array-like or sparse matrix of "
+                         "shape (n_samples, n_features).")
     nullable_dtype = _nullable_label_dtype(y)
-    X, y = validate_data(
-        estimator,
-        X,
-        y,
-        reset=reset,
-        accept_sparse=["csr", "csc"],
-        dtype=[np.float64, np.float32],
-        multi_output=True,
-        y_numeric=False,
-    )
+    try:
+        X, y = validate_data(
+            estimator,
+            X,
+            y,
+            reset=reset,
+            accept_sparse=["csr", "csc"],
+            dtype=[np.float64, np.float32],
+            multi_output=True,
+            y_numeric=False,
+        )
+    except ValueError as exc:
+        if "could not convert" not in str(exc):
+            raise
+        raise ValueError(f"X must hold numbers; {name} cannot read it as floats ({exc}). "
+                         "Encode text or categorical features first (e.g. with "
+                         "sklearn.preprocessing.OneHotEncoder).") from None
     if nullable_dtype is not None:
         # validate_data makes pandas' nullable integer and boolean targets
         # float64 (room for pd.NA, which it rejects): back to their type,
@@ -65,7 +76,7 @@ def resolve_pos_weight(estimator, Y, sample_weight):
         return None
     if isinstance(pw, str):  # "balanced"
         pos = estimator._smoothed(_weighted_column_sums(Y, sample_weight))
-        total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
+        total = Y.shape[0] if sample_weight is None else float(np.sum(sample_weight))
         neg = total - pos
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where((pos > 0) & (neg > 0), neg / np.where(pos > 0, pos, 1), 1.0)
@@ -116,7 +127,7 @@ def make_problem(estimator, X, Y, sample_weight, pos_weight, total=None):
 
         return DaskLinearBCE(X, Y, sample_weight, pos_weight, alpha, beta,
                              estimator.fit_intercept, label_smoothing=estimator.label_smoothing)
-    n_threads = estimator._kernel_threads(Y.size)
+    n_threads = estimator._kernel_threads(Y.shape[0] * Y.shape[1])
     problem = _problem.LinearBCE(
         X, Y, sample_weight, pos_weight, alpha, beta, estimator.fit_intercept, n_threads,
         label_smoothing=estimator.label_smoothing,
@@ -159,7 +170,7 @@ def initial_intercept(estimator, Y, sample_weight, pos_weight):
     """The intercept of the best constant model: a good starting point."""
     if not estimator.fit_intercept:
         return np.zeros(Y.shape[1])
-    total = len(Y) if sample_weight is None else float(np.sum(sample_weight))
+    total = Y.shape[0] if sample_weight is None else float(np.sum(sample_weight))
     mean = estimator._smoothed(_weighted_column_sums(Y, sample_weight) / total)
     mean = np.clip(mean, 1e-6, 1 - 1e-6)
     odds = mean / (1 - mean)

@@ -23,7 +23,7 @@ def gradient_descent(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     the extrapolated point are the same extrapolation of the logits.
     """
     labels = _Labels(problem, W0, b0)
-    progress = _Progress("gd", verbose)
+    progress = _Progress("gd", verbose, n_labels=problem.n_labels)
     dtype = problem.dtype
     fit_b = problem.fit_intercept
     beta = problem.beta

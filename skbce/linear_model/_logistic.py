@@ -11,13 +11,14 @@ from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skbce._dispatch import is_dask_collection
 from skbce.linear_model import (
+    _dual_cd,
     _fit_inputs,
     _newton_cg,
     _newton_passes,
@@ -25,6 +26,7 @@ from skbce.linear_model import (
     _sgd,
     _solver_choice,
 )
+from skbce.linear_model._problem import _working_memory_bytes
 from skbce.linear_model._solver_base import SolverResult
 from skbce.linear_model._solver_choice import (
     _LBFGS_BLOCK,
@@ -35,6 +37,11 @@ from skbce.linear_model._solver_choice import (
 from skbce.linear_model._targets import encode_targets
 
 __all__ = ["MultiLabelLogistic"]
+
+
+def _dense(coef):
+    """``coef_`` as an ndarray, whether or not :meth:`MultiLabelLogistic.sparsify` pruned it."""
+    return coef.toarray() if sparse.issparse(coef) else coef
 
 
 class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
@@ -83,8 +90,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept per label.
 
-    solver : {"auto", "newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"}, \
-            default="auto"
+    solver : {"auto", "newton-cg", "newton-cholesky", "dual-cd", "lbfgs", "gd", \
+            "sgd"}, default="auto"
         The optimiser; all minimise the same objective.
 
         - ``"newton-cg"``: batched truncated Newton -- the Hessian-vector
@@ -100,6 +107,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
           register-tiled kernel on blocks of rows) and solved by Cholesky.
           For a dense ``X`` with few features and few labels. L2 penalty
           only.
+        - ``"dual-cd"``: dual coordinate descent with shrinking, one label
+          per thread (liblinear's ``-s 7`` method, with the intercept kept
+          unpenalised by an augmented Lagrangian). Experimental: slower
+          than ``"newton-cg"`` on the many-label benchmark so far. L2
+          penalty with a finite ``C`` only; not on dask.
         - ``"lbfgs"``: scipy's L-BFGS-B on the joint objective. L2 penalty
           only.
         - ``"gd"``: accelerated proximal gradient descent (FISTA) with
@@ -163,9 +175,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         solvers are deterministic.
 
     verbose : int, default=0
-        Print progress (iteration, objective, gradient norm, elapsed time):
-        about once a second with ``verbose=1``, every iteration with
-        ``verbose>=2``.
+        Print progress (iteration, labels done of the total, objective,
+        gradient norm, elapsed time): at most once a second and a few lines
+        per iteration with ``verbose=1``, every iteration with ``verbose>=2``.
 
     n_jobs : int, default=None
         Number of threads of the OpenMP kernels (loss, gradient and sparse
@@ -184,9 +196,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         indices ``arange(n_labels)``, as
         :class:`~sklearn.multiclass.OneVsRestClassifier` has.
 
-    coef_ : ndarray of shape (n_labels, n_features) or (1, n_features)
+    coef_ : ndarray or CSR matrix of shape (n_labels, n_features) or (1, n_features)
         Coefficients of the features, one row per label (one row for 1-D
-        targets).
+        targets), in the precision of the training data; a CSR matrix after
+        :meth:`sparsify`.
 
     intercept_ : ndarray of shape (n_labels,) or (1,)
         Intercepts; zeros when ``fit_intercept=False``.
@@ -229,12 +242,16 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
     Notes
     -----
     ``X`` may be dense or sparse (CSR or CSC; a sparse one is never densified or copied);
-    float32 data are trained in float32. The solvers' working memory grows
-    with ``n_samples * n_labels``: a fit allocates at most about ``bytes(X) +
-    4 * n_samples * n_labels * 8 bytes + 32 MiB`` beyond its inputs, and
-    within scikit-learn's ``working_memory`` setting when that is lower, by
-    working on fewer labels at a time -- with ``"newton-cg"`` a pool that
-    converged labels leave and the next labels join. A dense ``X`` of at
+    float32 data are trained in float32 (``coef_`` and ``intercept_`` are
+    float32). ``y`` may be a scipy.sparse matrix or array (CSR, CSC, COO):
+    it is never densified as a whole, and :meth:`predict` then returns a
+    CSR matrix. Beyond its inputs and the coefficients, a fit allocates a
+    working set of at most about ``bytes(X) + 4 * n_samples * n_labels * 8
+    bytes + 32 MiB``, and within scikit-learn's ``working_memory`` setting
+    when that is lower, by working on fewer labels at a time -- with
+    ``"newton-cg"`` a pool that converged labels leave and the next labels
+    join (see :ref:`many_labels`). :meth:`sparsify` prunes a fitted model
+    to a sparse ``coef_``. A dense ``X`` of at
     most 5 % non-zeros is fitted as a CSR copy when there are 32 labels or
     more (the sparse products cost its non-zeros, not its entries).
 
@@ -279,7 +296,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         "C": [Interval(Real, 0, None, closed="right")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both")],
         "fit_intercept": ["boolean"],
-        "solver": [StrOptions({"auto", "newton-cg", "newton-cholesky", "lbfgs", "gd", "sgd"})],
+        "solver": [StrOptions({"auto", "newton-cg", "newton-cholesky", "dual-cd", "lbfgs", "gd",
+                               "sgd"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "pos_weight": [
@@ -360,7 +378,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             if X is not None and _exact_newton_pays(X, n_labels):
                 return "newton-cholesky"
             return "newton-cg"
-        if solver in ("lbfgs", "newton-cg", "newton-cholesky") and self.l1_ratio > 0:
+        if solver == "dual-cd" and not np.isfinite(self.C):
+            raise ValueError("solver='dual-cd' needs a finite C; use 'newton-cg' for C=inf.")
+        if solver in ("lbfgs", "newton-cg", "newton-cholesky", "dual-cd") and self.l1_ratio > 0:
             raise ValueError(
                 f"solver={solver!r} supports only l1_ratio=0 (an L2 penalty); got "
                 f"l1_ratio={self.l1_ratio}. Use solver='gd' (or 'sgd', or 'auto') "
@@ -387,9 +407,11 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             (see :ref:`scale_out`). ``solver="sgd"`` runs its epochs
             over the chunks in turn, each on the worker that holds it.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
             Binary labels (1-D, any two values), a 0/1 multi-label indicator
-            matrix, or soft targets in [0, 1].
+            matrix, or soft targets in [0, 1]. A scipy.sparse matrix or
+            array (CSR, CSC or COO) is kept sparse: the solvers read dense
+            blocks of its labels, and :meth:`predict` returns CSR.
 
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample; an integer weight is the same
@@ -403,6 +425,8 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         solver = self._resolved_solver()
         if is_dask_collection(X, y, sample_weight):
             # Data-parallel: the same solvers on a problem spread over the cluster.
+            if solver == "dual-cd":
+                raise ValueError("solver='dual-cd' needs X in memory; use 'newton-cg' on dask.")
             from skbce._dask import training_data
 
             X, Y, sample_weight, dtype = training_data(self, X, y, sample_weight, solver)
@@ -431,7 +455,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             and getattr(self, "_fitted_shape", None) == (n_labels, n_features)
         )
         if warm:
-            W0 = np.asarray(self.coef_, dtype=np.float64)
+            W0 = np.asarray(_dense(self.coef_), dtype=np.float64)
             b0 = np.asarray(self.intercept_, dtype=np.float64)
         else:
             # A zero-strided view: each label block copies only its own rows.
@@ -458,6 +482,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
                 if solver == "newton-cg":
                     # A pool of labels: those that converge make room for the next.
                     result = _newton_cg.newton_cg(problem, W0, b0, pool_size=block, **options)
+                elif solver == "dual-cd":
+                    # One label per thread: no per-label arrays of n_samples to budget.
+                    result = _dual_cd.dual_cd(problem, W0, b0, **options)
                 else:
                     if solver == "lbfgs":
                         # One L-BFGS run shares its line search and stopping
@@ -502,6 +529,67 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         self.intercept_ = intercept
         self._fitted_shape = self.coef_.shape
 
+    def sparsify(self, threshold=0.0):
+        """Prune the model: keep the coefficients of magnitude at least ``threshold``, as CSR.
+
+        DiSMEC's pruning: after the fit, coefficients with ``|w| <
+        threshold`` are set to zero and ``coef_`` becomes a
+        :class:`scipy.sparse.csr_matrix` holding the others (one row per
+        label). With many labels most coefficients are tiny -- a rare label
+        leans on a few features -- and dropping them shrinks the model many
+        times over while its predictions barely move. ``intercept_`` is
+        kept. :meth:`predict`, :meth:`predict_proba`,
+        :meth:`decision_function`, scorers and pickling work with the sparse
+        ``coef_``; :meth:`densify` converts it back (without the pruned
+        values), and :meth:`fit` and :meth:`partial_fit` make it dense again.
+
+        Parameters
+        ----------
+        threshold : float, default=0.0
+            Coefficients of magnitude below it are dropped. 0 drops only
+            exact zeros, as scikit-learn's linear models' ``sparsify()``
+            does. For a model that keeps a fraction ``q`` of the
+            coefficients, take the ``1 - q`` quantile of ``abs(coef_)``
+            (see :ref:`pruning`).
+
+        Returns
+        -------
+        self : object
+            The pruned estimator.
+        """
+        check_is_fitted(self)
+        if not (np.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"threshold must be a non-negative number; got {threshold!r}.")
+        coef = self.coef_
+        if sparse.issparse(coef):
+            coef = coef.tocsr()
+            coef.data[np.abs(coef.data) < threshold] = 0
+            coef.eliminate_zeros()
+            self.coef_ = coef
+            return self
+        # Block by block of labels: the mask and the pruned copy of a block
+        # are the only temporaries.
+        step = max(1, 2**24 // max(1, coef.shape[1]))
+        blocks = []
+        for rows in gen_batches(coef.shape[0], step):
+            block = coef[rows]
+            blocks.append(sparse.csr_matrix(np.where(np.abs(block) >= threshold, block, 0)))
+        self.coef_ = sparse.vstack(blocks, format="csr").astype(coef.dtype)
+        return self
+
+    def densify(self):
+        """Make a pruned ``coef_`` (see :meth:`sparsify`) a dense array again.
+
+        Returns
+        -------
+        self : object
+            The estimator.
+        """
+        check_is_fitted(self)
+        if sparse.issparse(self.coef_):
+            self.coef_ = np.ascontiguousarray(self.coef_.toarray())
+        return self
+
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None, n_samples_per_pass=None):
         """Learn from one chunk of the data: a pass over the data is several calls.
@@ -518,8 +606,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             A chunk of training data.
 
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Its targets, as for :meth:`fit`.
+        y : {array-like, sparse matrix} of shape (n_samples,) or (n_samples, n_labels)
+            Its targets, as for :meth:`fit`; a sparse chunk's targets are
+            made dense (a chunk is a block of rows).
 
         classes : array-like, default=None
             For 1-D (and one-column) targets, the two class labels; needed
@@ -581,12 +670,18 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         :ref:`dask_stream`.
         """
         first = not hasattr(self, "coef_")
+        if not first and sparse.issparse(self.coef_):
+            self.densify()  # the Newton passes and SGD update dense coefficients
         X, y = self._validate_X_y(X, y, reset=first)
         dtype = X.dtype.type
         if first:
             Y = self._encode_targets(y, classes, dtype, first=True)
         else:
             Y = self._encode_targets(y, None, dtype, first=False)
+        if sparse.issparse(Y):
+            # A chunk is a block of rows: its targets are densified (uint8
+            # for hard labels), as the Newton passes' sums read them by rows.
+            Y = np.ascontiguousarray(Y.toarray())
         sample_weight = self._sample_weight(sample_weight, X)
         _partial_fit.start(self, X, Y, sample_weight, dtype, first)
         W = self._W.astype(dtype, copy=False)
@@ -641,10 +736,17 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                           dtype=[np.float64, np.float32])
+        scores = self._scores(X)
+        return scores.ravel() if self._one_d else scores
+
+    def _scores(self, X):
+        """``X @ coef_.T + intercept_`` of validated ``X``, dense, in ``X``'s dtype.
+
+        A pruned (sparse) ``coef_`` is used as it is (see :meth:`sparsify`).
+        """
         coef = self.coef_.astype(X.dtype, copy=False)
         scores = np.asarray(safe_sparse_dot(X, coef.T, dense_output=True))
-        scores = scores + self.intercept_.astype(X.dtype, copy=False)
-        return scores.ravel() if self._one_d else scores
+        return scores + self.intercept_.astype(X.dtype, copy=False)
 
     def predict_proba(self, X):
         """Probability of the positive class of each label.
@@ -729,25 +831,57 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+        y_pred : ndarray or sparse matrix of shape (n_samples,) or (n_samples, n_labels)
             Class labels from ``classes_`` for 1-D targets. For 2-D targets a
             0/1 indicator matrix of the targets' dtype if they were integer or
             bool (pandas' nullable ``Int64`` and ``boolean``: ``int64`` and
             ``bool``), else ``int64``, as
-            :class:`~sklearn.multiclass.OneVsRestClassifier` returns.
+            :class:`~sklearn.multiclass.OneVsRestClassifier` returns; a CSR
+            matrix (``csr_array`` for scipy.sparse arrays) if the model was
+            fitted on sparse targets, computed in blocks of rows.
         """
         if is_dask_collection(X):
             return self._blockwise(self.predict, X)
+        if getattr(self, "_y_sparse", None) is not None:
+            return self._predict_sparse(X)
         scores = self.decision_function(X)
         n_labels = 1 if self._one_d else scores.shape[1]
         threshold = self._threshold(n_labels)
         positive = expit(scores) >= threshold
         if self._one_d:
             return self.classes_[positive.astype(int)]
+        return positive.astype(self._indicator_dtype())
+
+    def _indicator_dtype(self):
         dtype = self._y_dtype
         if dtype is None or dtype.kind not in "biu":
             dtype = np.int64  # float 0/1 or soft targets: an indicator matrix
-        return positive.astype(dtype)
+        return dtype
+
+    def _predict_sparse(self, X):
+        """:meth:`predict` of a model fitted on sparse targets: CSR, in blocks of rows.
+
+        The scores of a block of rows exist only while its positives are
+        picked: the dense ``(n_samples, n_labels)`` matrix is never formed.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
+                          dtype=[np.float64, np.float32])
+        if sparse.issparse(X):
+            X = X.tocsr()
+        n_labels = len(self.classes_)
+        threshold = self._threshold(n_labels)
+        dtype = self._indicator_dtype()
+        # Rows whose scores, probabilities and flags fit scikit-learn's working_memory.
+        step = max(1, _working_memory_bytes() // (3 * 8 * max(1, n_labels)))
+        blocks = []
+        for rows in gen_batches(X.shape[0], step):
+            positive = expit(self._scores(X[rows])) >= threshold
+            blocks.append(sparse.csr_matrix(positive, dtype=dtype))
+        out = (sparse.vstack(blocks, format="csr") if blocks
+               else sparse.csr_matrix((0, n_labels), dtype=dtype))
+        out = out.astype(dtype)
+        return sparse.csr_array(out) if self._y_sparse == "array" else out
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy (subset accuracy for multi-label targets).
@@ -770,6 +904,15 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         score : float
             Accuracy of :meth:`predict`.
         """
+        if sparse.issparse(y):
+            y = sparse.csr_matrix(y)
+            if y.dtype.kind == "f":  # soft targets, thresholded at 0.5
+                y = sparse.csr_matrix((y.data >= 0.5, y.indices, y.indptr), shape=y.shape)
+            y_pred = self.predict(X)
+            if not sparse.issparse(y_pred):
+                y_pred = sparse.csr_matrix(y_pred)
+            return accuracy_score(y.astype(np.int64), sparse.csr_matrix(y_pred, dtype=np.int64),
+                                  sample_weight=sample_weight)
         y = np.asarray(y)
         if y.dtype.kind == "f" and np.any((y != 0) & (y != 1)) and not np.any(np.isnan(y)):
             y = (y >= 0.5).astype(int)

@@ -218,7 +218,7 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
     k = problem.n_labels
     pool_size = k if pool_size is None else max(1, min(int(pool_size), k))
     labels = _Labels(problem, W0, b0)
-    progress = _Progress("newton-cg", verbose)
+    progress = _Progress("newton-cg", verbose, n_labels=k)
     dtype = problem.dtype
     if max_cg is None:
         max_cg = max(20, min(200, problem.n_features + 1))
@@ -326,7 +326,8 @@ def newton_cg(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0, max_cg=None
         # (with a pool of labels, fewer than the sweeps over X).
         label_iter = max(int(labels.n_iter.max()), int((it - joined).max()) if len(joined) else 0)
         progress(label_iter, curve[-1], float(gmax.max()) if gmax.size else 0.0,
-                 len(labels.active) + len(waiting))
+                 len(labels.active) + len(waiting),
+                 pool=len(labels.active) if pool_size < k else None)
     if len(labels.active):
         labels.finish(W, b, f, it - joined)
     n_iter = int(labels.n_iter.max()) if k else 0

@@ -30,7 +30,7 @@ def newton_cholesky(problem, W0, b0, *, tol=1e-4, max_iter=100, verbose=0):
     if problem.beta > 0:
         raise ValueError("newton_cholesky supports an L2 penalty only (l1_ratio=0).")
     labels = _Labels(problem, W0, b0)
-    progress = _Progress("newton-cholesky", verbose)
+    progress = _Progress("newton-cholesky", verbose, n_labels=problem.n_labels)
     alpha = problem.alpha
     d = problem.n_features
     fit_b = problem.fit_intercept

@@ -77,8 +77,11 @@ class LinearBCE:
     ----------
     X : ndarray or sparse matrix of shape (n_samples, n_features)
         Floating point, the dtype of the computation.
-    Y : ndarray of shape (n_samples, n_labels)
-        Targets in [0, 1], C-contiguous, of ``X``'s dtype.
+    Y : ndarray or sparse matrix of shape (n_samples, n_labels)
+        Targets in [0, 1]: ``uint8`` for hard labels, else ``X``'s dtype. A
+        sparse ``Y`` (best CSC) stays sparse: the solvers read the targets of
+        the active labels (:attr:`Y`), a dense ``(n_samples, n_active)``
+        block made when first read, never all labels at once.
     sample_weight : ndarray of shape (n_samples,) or None
     pos_weight : ndarray of shape (n_labels,) or None
     alpha, beta : float
@@ -101,6 +104,10 @@ class LinearBCE:
         # ones -- and the loss kernel reads them so: no float copy of Y.
         if Y.dtype not in (np.uint8, np.float32, np.float64):
             Y = Y.astype(np.uint8 if Y.dtype.kind in "biu" else np.float64)
+        if sparse.issparse(Y) and Y.format != "csc":
+            Y = sparse.csc_matrix(Y)
+        self._Y = None
+        self._Y_rows = None  # a CSR copy of a sparse Y_all, for SGD's batches of rows
         self.Y_all = Y
         self.label_smoothing = float(label_smoothing)
         self.n_samples, self.n_features = X.shape
@@ -161,6 +168,7 @@ class LinearBCE:
         else:
             block.X = self.X[start:stop]
         block.Y_all = self.Y_all[start:stop]
+        block._Y_rows = None
         block.Y = self.Y[start:stop]
         # An unweighted loss is scaled by 1 / n_samples: the whole problem's
         # scale, as explicit weights.
@@ -168,16 +176,49 @@ class LinearBCE:
                     if self.sw is None else self.sw[start:stop])
         return block
 
+    @property
+    def Y(self):
+        """Targets of the active labels, a dense C-ordered ``(n_samples, n_active)`` array.
+
+        Made when first read after :meth:`set_active`: a sparse ``Y_all`` is
+        densified one block of labels at a time (the solvers' working set),
+        and a problem whose labels are all active but which no solver reads
+        (the end of a fit) makes none.
+        """
+        if self._Y is None and self.Y_all is not None:
+            self._Y = self._target_columns(self.active)
+        return self._Y
+
+    @Y.setter
+    def Y(self, value):
+        self._Y = value
+
+    def _target_columns(self, labels):
+        Y = self.Y_all
+        if sparse.issparse(Y):
+            if len(labels) != self.n_labels:
+                Y = Y[:, labels]
+            return np.ascontiguousarray(Y.toarray())
+        if len(labels) != self.n_labels:
+            Y = Y[:, labels]
+        return np.ascontiguousarray(Y)
+
     def targets(self, rows=None, labels=None):
         """Float targets of ``rows`` x ``labels`` (None: all), label smoothing applied.
 
         For SGD's mini-batches; the full-batch solvers read the stored targets.
         """
         Y = self.Y_all
+        if sparse.issparse(Y):
+            if self._Y_rows is None:
+                self._Y_rows = Y.tocsr()
+            Y = self._Y_rows
         if rows is not None:
             Y = Y[rows]
         if labels is not None and len(labels) != self.n_labels:
             Y = Y[:, labels]
+        if sparse.issparse(Y):
+            Y = Y.toarray()
         Y = np.ascontiguousarray(Y, dtype=self.dtype)
         if self.label_smoothing > 0:
             if Y is self.Y_all:
@@ -191,6 +232,7 @@ class LinearBCE:
         sub = copy.copy(self)
         labels = np.asarray(labels)
         sub.Y_all = self.Y_all[:, labels]
+        sub._Y_rows = None
         sub.n_labels = len(labels)
         sub.pw_all = None if self.pw_all is None else self.pw_all[labels].copy()
         sub.set_active(np.arange(sub.n_labels))
@@ -350,6 +392,7 @@ class LinearBCE:
             low = copy.copy(self)
             low.dtype = np.dtype(np.float32)
             low.Y_all = low.Y = low.pw_all = low.pw = low.sw = None
+            low._Y_rows = None
             low._empty = np.empty(0, dtype=np.float32)
             low._empty2 = np.empty((0, 0), dtype=np.float32)
             if not sparse.issparse(self.X):
@@ -362,11 +405,7 @@ class LinearBCE:
     def set_active(self, labels):
         """Restrict the computations to the labels ``labels`` (indices)."""
         self.active = np.asarray(labels)
-        self.Y = None  # release before copying the new block
-        Y = self.Y_all
-        if len(self.active) != self.n_labels:
-            Y = Y[:, self.active]
-        self.Y = np.ascontiguousarray(Y)
+        self.Y = None  # released; the new block is made when read (see Y)
         if len(self.active) == self.n_labels:
             self.pw = self.pw_all
         else:

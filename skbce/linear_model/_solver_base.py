@@ -81,22 +81,41 @@ def _diagonal_decrease(gW, gb, curvature, col, alpha):
 
 
 class _Progress:
-    """Verbose output: iteration, objective, gradient norm, elapsed time."""
+    """Verbose output: iteration, labels done, objective, gradient norm, elapsed time.
 
-    def __init__(self, name, verbose):
-        self.name, self.verbose = name, verbose
+    With ``verbose=1`` a line at the first iteration, then at most one a
+    second, and a few per iteration: while the iteration count stays (in
+    newton-cg's pool the count is the most iterations a label has run, and
+    fresh labels joining the pool do not raise it), the wait between lines
+    doubles. Each line says how many labels are done of the total, so that
+    a fit whose labels move through the pool is seen to progress.
+    ``verbose>=2``: every iteration.
+    """
+
+    def __init__(self, name, verbose, n_labels=None):
+        self.name, self.verbose, self.n_labels = name, verbose, n_labels
         self.start = time.perf_counter()
         self.last = self.start
+        self.shown_iter, self.repeats = None, 0
 
-    def __call__(self, it, objective, grad_norm, n_active, force=False):
+    def __call__(self, it, objective, grad_norm, n_active, force=False, pool=None):
+        """One iteration's line, if it is due; ``n_active``: the labels not done."""
         if not self.verbose:
             return
         now = time.perf_counter()
-        if self.verbose > 1 or force or now - self.last >= 1.0 or it == 1:
-            self.last = now
-            print(f"[{self.name}] iter {it:5d}  objective {objective:.8g}  "
-                  f"max|grad| {grad_norm:.3e}  active labels {n_active:4d}  "
-                  f"{now - self.start:7.2f}s", flush=True)
+        wait = 2.0 ** self.repeats if it == self.shown_iter else 1.0
+        if not (self.verbose > 1 or force or now - self.last >= wait or it == 1):
+            return
+        self.repeats = self.repeats + 1 if it == self.shown_iter else 0
+        self.last, self.shown_iter = now, it
+        if self.n_labels is None:
+            labels = f"active labels {n_active:4d}"
+        else:
+            labels = f"labels done {self.n_labels - n_active}/{self.n_labels}"
+            if pool is not None:
+                labels += f" ({pool} in the pool)"
+        print(f"[{self.name}] iter {it:5d}  {labels}  objective {objective:.8g}  "
+              f"max|grad| {grad_norm:.3e}  {now - self.start:7.2f}s", flush=True)
 
 
 class _Labels:

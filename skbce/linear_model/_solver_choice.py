@@ -107,7 +107,9 @@ def label_block_size(problem, budget_bytes, solver="newton-cg"):
     and ten coefficient-sized vectors (the iterate, the gradient and the
     conjugate gradient's); gd about eight per sample (the logits at the
     iterate, the extrapolated and the trial points, their gradient and the
-    momentum's temporaries); lbfgs three. Labels are independent problems,
+    momentum's temporaries); lbfgs three; each also a target per sample
+    (the dense block of the active labels' targets, read from a sparse
+    ``Y`` block by block). Labels are independent problems,
     so working on fewer at once bounds the memory at the cost of narrower
     (less efficient) sweeps over ``X``. The result is a multiple of 8, the
     labels a vector register holds in the sparse kernels.
@@ -118,6 +120,9 @@ def label_block_size(problem, budget_bytes, solver="newton-cg"):
         per_sample = 2 * itemsize + curvature
     else:
         per_sample = (8 if solver == "gd" else 3) * itemsize
+    # ... and the active labels' targets, a dense block (uint8 for hard labels).
+    targets = getattr(problem, "Y_all", None)  # on dask, on the workers
+    per_sample += 0 if targets is None else targets.dtype.itemsize
     per_label = per_sample * problem.n_samples + 10 * itemsize * problem.n_features
     size = int(budget_bytes // max(per_label, 1))
     if 8 <= size < problem.n_labels:

@@ -1,4 +1,10 @@
-"""Targets of MultiLabelLogistic: validation, encoding as (n_samples, n_labels), label sums."""
+"""Targets of MultiLabelLogistic: validation, encoding as (n_samples, n_labels), label sums.
+
+A sparse 2-D target (scipy.sparse matrix or array, any format) stays sparse:
+it is encoded as a CSC matrix (the solvers read blocks of labels, CSC's
+columns) whose non-zeros are validated and stored as ``uint8`` (hard
+labels) or floats (soft ones). No ``(n_samples, n_labels)`` array is made.
+"""
 
 import numpy as np
 from scipy import sparse
@@ -16,7 +22,9 @@ def encode_targets(estimator, y, classes, dtype, first):
     ``first``; otherwise checks ``y`` against them.
     """
     if sparse.issparse(y):
-        y = y.toarray()
+        if y.ndim == 2 and y.shape[1] != 1:
+            return _encode_sparse(estimator, y, classes, dtype, first)
+        y = y.toarray()  # one column: a 1-D target, n values
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         # A column vector (y.reshape(-1, 1), df[["target"]]) is one binary
@@ -31,7 +39,7 @@ def encode_targets(estimator, y, classes, dtype, first):
             try:
                 _check_unit_interval(values)
             except ValueError as exc:
-                raise ValueError(f"Unknown label type: continuous. {exc}") from None
+                raise ValueError(f"{exc} (Unknown label type: continuous.)") from None
             labels = np.array([0, 1])
             Y = values
         elif y_type == "binary":
@@ -75,9 +83,8 @@ def encode_targets(estimator, y, classes, dtype, first):
                 y = y.astype(np.float64)
             except (TypeError, ValueError):
                 raise ValueError(
-                    "Unknown label type: a 2-D target must hold numbers in [0, 1] "
-                    f"(a multi-label indicator matrix or probabilities); got dtype "
-                    f"{y.dtype}."
+                    "y must hold numbers in [0, 1] (a multi-label indicator matrix or "
+                    f"probabilities); got dtype {y.dtype} (Unknown label type)."
                 ) from None
         # Integer labels are checked as they are: no float copy.
         Y = y if y.dtype.kind in "biu" else y.astype(np.float64)
@@ -85,7 +92,7 @@ def encode_targets(estimator, y, classes, dtype, first):
             _check_unit_interval(Y)
         except ValueError as exc:
             y_type = type_of_target(y, input_name="y")
-            raise ValueError(f"Unknown label type: {y_type}. {exc}") from None
+            raise ValueError(f"{exc} (Unknown label type: {y_type}.)") from None
         labels = np.arange(Y.shape[1])
         one_d = False
         if classes is not None and first and len(np.asarray(classes)) != Y.shape[1]:
@@ -96,17 +103,8 @@ def encode_targets(estimator, y, classes, dtype, first):
             )
     else:
         raise ValueError(f"y must be 1-D or 2-D; got shape {y.shape}.")
-    if first:
-        estimator.classes_ = labels
-        estimator._one_d = one_d
-        estimator._y_dtype = y.dtype if not one_d else None
-    else:
-        if one_d != estimator._one_d or (not one_d and Y.shape[1] != len(estimator.classes_)):
-            raise ValueError(
-                f"y has shape {y.shape}, but the model was fitted on "
-                + ("1-D targets." if estimator._one_d else
-                   f"{len(estimator.classes_)} labels.")
-            )
+    _remember_or_check(estimator, first, labels, one_d, y.dtype if not one_d else None,
+                       None, y.shape)
     # Hard targets are stored as uint8 (a float copy of a large label
     # matrix would dominate the memory of a fit); the solvers convert
     # blocks of labels to the floating dtype as they go.
@@ -115,15 +113,62 @@ def encode_targets(estimator, y, classes, dtype, first):
     return np.ascontiguousarray(Y, dtype=dtype)
 
 
+def _remember_or_check(estimator, first, labels, one_d, y_dtype, y_sparse, shape):
+    """Store what the targets were (``first``), or check ``y`` against it."""
+    if first:
+        estimator.classes_ = labels
+        estimator._one_d = one_d
+        estimator._y_dtype = y_dtype
+        # "matrix", "array" (scipy.sparse's two kinds) or None: what predict returns.
+        estimator._y_sparse = y_sparse
+    elif one_d != estimator._one_d or (not one_d and shape[1] != len(estimator.classes_)):
+        raise ValueError(
+            f"y has shape {shape}, but the model was fitted on "
+            + ("1-D targets." if estimator._one_d else
+               f"{len(estimator.classes_)} labels.")
+        )
+
+
+def _encode_sparse(estimator, y, classes, dtype, first):
+    """A sparse 2-D target as a CSC matrix, checked through its stored values only."""
+    kind = "matrix" if isinstance(y, sparse.spmatrix) else "array"
+    Y = sparse.csc_matrix(y)  # a copy of the non-zeros at most; csc_matrix for old scipy's API
+    if Y.dtype.kind not in "biuf":
+        raise ValueError(
+            "Unknown label type: a 2-D target must hold numbers in [0, 1] (a multi-label "
+            f"indicator matrix or probabilities); got dtype {Y.dtype}."
+        )
+    Y.sum_duplicates()  # COO may repeat an entry: its value is the sum
+    values = Y.data if Y.dtype.kind in "biu" else Y.data.astype(np.float64)
+    try:
+        _check_unit_interval(values)
+    except ValueError as exc:
+        raise ValueError(f"Unknown label type: sparse targets. {exc}") from None
+    if classes is not None and first and len(np.asarray(classes)) != Y.shape[1]:
+        raise ValueError(
+            f"classes has {len(np.asarray(classes))} entries but y has {Y.shape[1]} "
+            "labels; for a 2-D target classes holds the label indices."
+        )
+    _remember_or_check(estimator, first, np.arange(Y.shape[1]), False, y.dtype, kind, Y.shape)
+    hard = Y.dtype.kind in "biu" or bool(np.all((values == 0) | (values == 1)))
+    Y = Y.astype(np.uint8 if hard else dtype)
+    Y.eliminate_zeros()
+    return Y
+
+
 def _weighted_column_sums(Y, sample_weight):
     """``sample_weight @ Y`` in float64, without a float copy of all of ``Y``."""
+    if sparse.issparse(Y):
+        if sample_weight is None:
+            return np.asarray(Y.sum(axis=0, dtype=np.float64)).ravel()
+        return np.asarray(Y.T @ np.asarray(sample_weight, dtype=np.float64)).ravel()
     if is_dask_collection(Y):
         from skbce._dask import weighted_column_sums
 
         return weighted_column_sums(Y, sample_weight)
     total = np.zeros(Y.shape[1])
     chunk = max(1, 2**16 // max(1, Y.shape[1]))  # rows per float block: 512 KiB
-    for start in range(0, len(Y), chunk):
+    for start in range(0, Y.shape[0], chunk):
         block = Y[start:start + chunk].astype(np.float64)
         if sample_weight is None:
             total += block.sum(axis=0)
@@ -163,7 +208,7 @@ def _check_unit_interval(values):
     if np.any(bad):
         index = np.unravel_index(np.flatnonzero(bad)[0], values.shape)
         raise ValueError(
-            "Targets must be 0/1 labels or probabilities in [0, 1] (soft targets); "
-            f"found {values[index]!r} at index {tuple(int(i) for i in index)}. "
-            "Continuous targets outside [0, 1] are regression targets."
+            f"y must hold 0/1 labels or probabilities in [0, 1] (soft targets); found "
+            f"{values[index].item()!r} at index {tuple(int(i) for i in index)}. Continuous "
+            "targets outside [0, 1] are regression targets."
         )

@@ -1,5 +1,6 @@
-"""Model selection for multi-label classifiers: per-label decision thresholds."""
+"""Model selection for multi-label classifiers: per-label decision thresholds, and folds."""
 
+from skbce.model_selection._split import FoldWarning, MultiLabelStratifiedKFold
 from skbce.model_selection._thresholds import MultiLabelThresholdCV
 
-__all__ = ["MultiLabelThresholdCV"]
+__all__ = ["FoldWarning", "MultiLabelStratifiedKFold", "MultiLabelThresholdCV"]

@@ -17,6 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from joblib import Parallel, delayed
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, _fit_context, clone
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import (
@@ -29,7 +30,9 @@ from sklearn.metrics import (
     precision_score,
     recall_score,
 )
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit, check_cv
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+from sklearn.multioutput import ClassifierChain
+from sklearn.pipeline import Pipeline
 from sklearn.utils import Bunch, _safe_indexing, get_tags, indexable
 from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -48,6 +51,7 @@ from sklearn.utils.validation import (
 )
 
 from skbce._scorer import _positive_column
+from skbce.model_selection._split import blind_folds, check_multilabel_cv, warn_blind_folds
 
 __all__ = ["MultiLabelThresholdCV"]
 
@@ -162,7 +166,7 @@ class _Objective:
     """The score of thresholds on the out-of-fold probabilities ``P``."""
 
     def __init__(self, scorer, P, Y, y, classes, one_d, score_params):
-        self.scorer, self.P, self.Y, self.y = scorer, P, Y, y
+        self.scorer, self.P, self.Y, self.y = scorer, P, Y, y  # Y: ndarray or CSC
         self.classes, self.one_d = classes, one_d
         self.score_params = score_params
         weights = score_params.get("sample_weight")
@@ -176,10 +180,16 @@ class _Objective:
     def label_scores(self, j, candidates):
         """Score of a binary metric on label ``j`` at each candidate."""
         if self.fast is not None:
-            return self.fast(*_counts(self.P[:, j], self.Y[:, j], self.w, candidates))
-        y = self.y if self.one_d else self.Y[:, j]
+            return self.fast(*_counts(self.P[:, j], self._label(j), self.w, candidates))
+        y = self.y if self.one_d else self._label(j)
         classes = self.classes if self.one_d else np.array([0, 1])
         return self._call([_Thresholded(self.P[:, j], t, classes, True) for t in candidates], y)
+
+    def _label(self, j):
+        """The targets of label ``j``, a dense vector."""
+        if sparse.issparse(self.Y):
+            return self.Y[:, [j]].toarray().ravel()
+        return self.Y[:, j]
 
     def _call(self, outputs, y):
         """The scorer on each of ``outputs``."""
@@ -192,7 +202,7 @@ class _Objective:
         """Label ``j``'s counts at one threshold, remembered: a sweep moves few labels."""
         key = (j, float(threshold))
         if key not in self._memo:
-            self._memo[key] = np.ravel(_counts(self.P[:, j], self.Y[:, j], self.w, [threshold]))
+            self._memo[key] = np.ravel(_counts(self.P[:, j], self._label(j), self.w, [threshold]))
         return self._memo[key]
 
     def shared_scores(self, candidates):
@@ -201,7 +211,7 @@ class _Objective:
         if not self.joint:
             return np.mean([self.label_scores(j, candidates) for j in range(n_labels)], axis=0)
         if self.fast is not None:
-            counts = [_counts(self.P[:, j], self.Y[:, j], self.w, candidates)
+            counts = [_counts(self.P[:, j], self._label(j), self.w, candidates)
                       for j in range(n_labels)]
             return self.fast(*np.sum(counts, axis=0))
         labels = np.arange(n_labels)
@@ -213,7 +223,7 @@ class _Objective:
             # Micro average: the other labels' counts are fixed.
             fixed = sum((self._counts_at(k, thresholds[k])
                          for k in range(self.P.shape[1]) if k != j), np.zeros(4))
-            counts = _counts(self.P[:, j], self.Y[:, j], self.w, candidates)
+            counts = _counts(self.P[:, j], self._label(j), self.w, candidates)
             return self.fast(*(c + f for c, f in zip(counts, fixed)))
         outputs = []
         for t in candidates:
@@ -245,12 +255,35 @@ def _positive_proba(estimator, X, one_d, classes):
         ])
     proba = np.asarray(proba, dtype=np.float64)
     if not one_d:
-        return proba
+        return _constant_links(estimator, proba)
     seen = np.asarray(estimator.classes_)
-    if proba.shape[1] == 2:
-        return proba[:, 1:]
-    # A training fold with one class: that class has probability 1.
-    return np.full((len(proba), 1), float(seen[0] == classes[1]))
+    if len(seen) == 2:
+        return proba[:, np.flatnonzero(seen == classes[1])]
+    # A training fold with one class: the first column is that class's
+    # probability (the only one, or HistGradientBoosting's first of two).
+    first = proba[:, :1]
+    return first if seen[0] == classes[1] else 1 - first
+
+
+def _constant_links(estimator, proba):
+    """``proba`` with the columns of a ClassifierChain's one-class links set to their class.
+
+    scikit-learn's ``ClassifierChain.predict_proba`` reads the second column
+    of each link's ``predict_proba``, which for a link fitted on one class
+    (its ``classes_`` a single 0 or 1) is not the probability of 1: a
+    forest's link has no second column at all, HistGradientBoosting's holds
+    the class it never saw (the chain reported 1.0 for a label all 0 in
+    training). Such a label's probability is its class.
+    """
+    chain = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    if not isinstance(chain, ClassifierChain):
+        return proba
+    proba = proba.copy()
+    for label, link in zip(chain.order_, chain.estimators_):
+        classes = getattr(link, "classes_", None)
+        if classes is not None and len(classes) == 1 and classes[0] in (0, 1):
+            proba[:, label] = float(classes[0])
+    return proba
 
 
 def _fold_probabilities(estimator, X, y, train, test, fit_params, one_d, classes, keep):
@@ -276,9 +309,17 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     Any classifier with ``predict_proba`` works: one that returns an
     ``(n_samples, n_labels)`` array (:class:`MultiLabelLogistic`,
     ``OneVsRestClassifier``, ``ClassifierChain``, ``MLPClassifier``) or a
-    list of ``(n_samples, 2)`` arrays (random forests, nearest neighbours,
-    ``MultiOutputClassifier``), including labels that are constant in a
-    training fold; and binary classifiers of a 1-D target.
+    list of ``(n_samples, n_classes)`` arrays (random forests, extra trees,
+    nearest neighbours, ``MultiOutputClassifier``), also at the end of a
+    ``Pipeline``; and binary classifiers of a 1-D target. A label constant
+    in a fit's training rows is read through the estimator's ``classes_``:
+    the one column a forest gives it is the probability of the class seen
+    (0 or 1), and of ``HistGradientBoostingClassifier``'s two columns the
+    first is; a ``ClassifierChain`` link fitted on one class, whose column the
+    chain itself misreads, gives that class. (The chain still needs a base
+    estimator that fits one class and gives a second column, such as
+    ``HistGradientBoostingClassifier``: ``LogisticRegression`` refuses one
+    class, and the chain rejects a forest's single column.)
     scikit-learn's :class:`~sklearn.model_selection.TunedThresholdClassifierCV`
     is the one-label version.
 
@@ -310,13 +351,25 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         once per candidate.
 
     cv : int, float, cross-validation generator, iterable or "prefit", default=5
-        The folds: an int is the number of folds (``KFold`` for multi-label
-        targets, ``StratifiedKFold`` for binary ones, as ``check_cv``
-        decides); a float in (0, 1) one shuffled split with that fraction of
-        the rows held out; a splitter or an iterable of (train, test) index
-        arrays. ``"prefit"``: ``estimator`` is already fitted, and the data
-        given to :meth:`fit` are a validation set (never the data it was
-        fitted on); ``refit`` must then be False.
+        The folds: an int is the number of folds, stratified --
+        ``StratifiedKFold`` for a binary target,
+        :class:`~skbce.model_selection.MultiLabelStratifiedKFold` (fixed seed
+        0: the same folds at every fit) for a multi-label one, so that every
+        label's positives are spread over the folds whatever order the rows
+        are stored in; a float in (0, 1) one shuffled split with that
+        fraction of the rows held out; a splitter or an iterable of (train,
+        test) index arrays, used as given. ``"prefit"``: ``estimator`` is
+        already fitted, and the data given to :meth:`fit` are a validation
+        set (never the data it was fitted on); ``refit`` must then be False.
+
+        A label whose positives (or negatives) the training part of some
+        fold lacks is warned about (a
+        :class:`~skbce.model_selection.FoldWarning` naming the labels and the
+        folds), whatever the splitter, and keeps the default threshold 0.5:
+        the probabilities of a model that never saw one class would pick a
+        threshold of that fold's making (typically the lowest, "always
+        positive"). With ``per_label=False`` the shared threshold is kept
+        and the warning alone is given.
 
     thresholds : int or array-like, default=100
         Candidate thresholds: an int ``n`` means, per label, ``n`` values
@@ -380,10 +433,10 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ...                                       n_classes=4, random_state=0)
     >>> tuned = MultiLabelThresholdCV(MultiLabelLogistic(C=0.1), scoring="f1")
     >>> tuned.fit(X, Y).thresholds_.round(2)
-    array([0.44, 0.34, 0.59, 0.28])
+    array([0.4 , 0.29, 0.44, 0.33])
     >>> tuned.predict(X[:2])
-    array([[1, 0, 0, 0],
-           [0, 0, 1, 0]])
+    array([[1, 1, 1, 0],
+           [0, 1, 1, 0]])
     >>> model = tuned.estimator_.set_params(threshold=tuned.thresholds_)
     >>> bool((model.predict(X) == tuned.predict(X)).all())
     True
@@ -430,7 +483,10 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"type of the target is {y_type}: MultiLabelThresholdCV needs a 0/1 "
                 "multi-label indicator matrix or a binary target."
             )
-        Y = y.toarray() if hasattr(y, "toarray") else np.asarray(y)
+        if sparse.issparse(y):
+            # Kept sparse: the labels are read one column at a time.
+            return y, sparse.csc_matrix(y, dtype=np.int64), np.arange(y.shape[1]), False
+        Y = np.asarray(y)
         return y, Y.astype(np.int64), np.arange(Y.shape[1]), False
 
     def _splits(self, X, y, split_params):
@@ -440,7 +496,7 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             kind = StratifiedShuffleSplit if self._one_d else ShuffleSplit
             cv = kind(n_splits=1, test_size=self.cv, random_state=self.random_state)
         else:
-            cv = check_cv(self.cv, y, classifier=True)
+            cv = check_multilabel_cv(self.cv, y)
         splits = list(cv.split(X, y, **split_params))
         if not self.refit and len(splits) > 1:
             raise ValueError(
@@ -448,6 +504,21 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 f"{len(splits)} folds."
             )
         return splits
+
+    def _blind_labels(self, Y, splits):
+        """The labels some training fold cannot see, warned about; bool (n_labels,).
+
+        Their out-of-fold probabilities come partly from models that never
+        saw one of the label's classes: a threshold tuned on them would be
+        the artefact of those folds (typically 0, "always positive").
+        """
+        if splits is None:
+            return np.zeros(Y.shape[1], dtype=bool)
+        blind = blind_folds(Y, splits)
+        fallback = (f"the default threshold {_DEFAULT}" if self.per_label else
+                    "the threshold shared by all labels, tuned with these in")
+        warn_blind_folds(type(self).__name__, blind, fallback)
+        return blind.any(axis=0) & self.per_label
 
     def _routed_params(self, sample_weight, params):
         if sample_weight is not None:
@@ -469,8 +540,9 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
             Training data (the validation set with ``cv="prefit"``).
 
-        y : array-like of shape (n_samples, n_labels) or (n_samples,)
-            A 0/1 multi-label indicator matrix, or binary labels.
+        y : {array-like, sparse matrix} of shape (n_samples, n_labels) or (n_samples,)
+            A 0/1 multi-label indicator matrix (a scipy.sparse one is read
+            one label at a time, never densified), or binary labels.
 
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples in the metric and, without metadata
@@ -498,7 +570,8 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if splits is None:
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
-            P, rows = _positive_proba(self.estimator, X, self._one_d, classes), np.arange(len(Y))
+            P, rows = (_positive_proba(self.estimator, X, self._one_d, classes),
+                       np.arange(Y.shape[0]))
         else:
             P, rows = self._out_of_fold(X, y, Y.shape, splits, routed.estimator.fit)
         # Only held-out rows have out-of-fold probabilities (a single
@@ -506,7 +579,8 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         score_params = _check_method_params(X, routed.scorer.score, indices=rows)
         objective = _Objective(scorer, P, Y[rows], _safe_indexing(y, rows), classes,
                                self._one_d, score_params)
-        self.thresholds_, self.best_scores_ = self._tune(objective)
+        self.thresholds_, self.best_scores_ = self._tune(objective,
+                                                         self._blind_labels(Y, splits))
         for name in ("n_features_in_", "feature_names_in_"):
             if hasattr(self.estimator_, name):
                 setattr(self, name, getattr(self.estimator_, name))
@@ -542,7 +616,8 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         grid = np.linspace(np.min(values), np.max(values), self.thresholds)
         return np.unique(np.append(grid, _DEFAULT))
 
-    def _tune(self, objective):
+    def _tune(self, objective, blind):
+        """The thresholds and their scores; a ``blind`` label keeps the default 0.5."""
         n_labels = objective.P.shape[1]
         # Zero-weight rows do not count; nor should they stretch the grid.
         P = objective.P[objective.w > 0] if np.any(objective.w > 0) else objective.P
@@ -553,20 +628,27 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             thresholds = np.full(n_labels, shared[best])
             if not self.per_label:
                 return thresholds, float(scores[best])
-            return self._coordinate_ascent(objective, thresholds, P, scores[best])
+            score = scores[best]
+            if blind.any():
+                thresholds[blind] = _DEFAULT
+                score = objective.joint_scores(thresholds, 0, thresholds[:1])[0]
+            return self._coordinate_ascent(objective, thresholds, P, score, ~blind)
         thresholds, best_scores = np.empty(n_labels), np.empty(n_labels)
         for j in range(n_labels):
-            candidates = self._candidates(P[:, j])
+            candidates = np.array([_DEFAULT]) if blind[j] else self._candidates(P[:, j])
             scores = objective.label_scores(j, candidates)
             best = _best(scores, candidates)
             thresholds[j], best_scores[j] = candidates[best], scores[best]
         return thresholds, best_scores
 
-    def _coordinate_ascent(self, objective, thresholds, P, score):
-        """Maximise a joint metric one label at a time, from ``thresholds``."""
+    def _coordinate_ascent(self, objective, thresholds, P, score, movable):
+        """Maximise a joint metric one label at a time, from ``thresholds``.
+
+        Only the ``movable`` labels' thresholds move.
+        """
         for _ in range(_MAX_SWEEPS):
             moved = False
-            for j in range(len(thresholds)):
+            for j in np.flatnonzero(movable):
                 candidates = np.unique(np.append(self._candidates(P[:, j]), thresholds[j]))
                 scores = objective.joint_scores(thresholds, j, candidates)
                 best = _best(scores, candidates)
@@ -670,7 +752,7 @@ class MultiLabelThresholdCV(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         )
         if self.cv != "prefit" and not isinstance(self.cv, float):
             router.add(
-                splitter=check_cv(self.cv),
+                splitter=check_multilabel_cv(self.cv),
                 method_mapping=MethodMapping().add(caller="fit", callee="split"),
             )
         return router

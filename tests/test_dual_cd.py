@@ -1,0 +1,125 @@
+"""solver="dual-cd": the same per-label optimum as newton-cg, on sparse and dense X."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from scipy import sparse
+from scipy.special import expit, log_expit
+
+from skbce import MultiLabelLogistic
+
+
+def _text_like(n=300, d=60, k=6, seed=0):
+    """Sparse non-negative rows (l2-normalised) and labels of varied rarity."""
+    rng = np.random.default_rng(seed)
+    X = sparse.random(n, d, density=0.1, random_state=seed, format="csr",
+                      data_rvs=lambda m: rng.uniform(0.1, 1.0, m))
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    X = sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ X
+    W = rng.normal(size=(d, k)) * 3
+    rates = np.geomspace(0.3, 0.02, k)
+    Z = np.asarray(X @ W)
+    Z += np.log(rates / (1 - rates)) - np.median(Z, axis=0)
+    Y = (rng.uniform(size=Z.shape) < expit(Z)).astype(np.int64)
+    Y[0, :] = 1  # every label has a positive
+    return X.tocsr(), Y
+
+
+def _objective(model, X, Y, C, sample_weight=None, pos_weight=1.0):
+    """LogisticRegression's objective (weighted BCE, L2 on coef only), per label."""
+    Z = np.asarray(X @ model.coef_.T, dtype=np.float64) + model.intercept_
+    loss = -(pos_weight * Y * log_expit(Z) + (1 - Y) * log_expit(-Z))
+    sw = np.ones(len(Y)) if sample_weight is None else sample_weight
+    return C * (sw @ loss) + 0.5 * (model.coef_.astype(np.float64) ** 2).sum(axis=1)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_dual_cd_reaches_newton_cg_optimum(dense, dtype, weighted):
+    X, Y = _text_like()
+    X = X.astype(dtype)
+    if dense:
+        X = X.toarray()
+    sw = np.random.default_rng(1).uniform(0.2, 3.0, len(Y)) if weighted else None
+    params = dict(C=10.0, tol=1e-8, max_iter=5000)
+    ref = MultiLabelLogistic(solver="newton-cg", **params).fit(X, Y, sample_weight=sw)
+    model = MultiLabelLogistic(solver="dual-cd", **params).fit(X, Y, sample_weight=sw)
+    assert model.solver_ == "dual-cd"
+    assert model.coef_.dtype == dtype
+    scale = np.abs(ref.coef_).max()
+    rtol = 1e-4 if dtype == np.float32 else 1e-6
+    assert_allclose(model.coef_, ref.coef_, atol=rtol * scale)
+    assert_allclose(model.intercept_, ref.intercept_, atol=rtol * max(1.0, scale))
+    f_ref = _objective(ref, X, Y, 10.0, sw)
+    f = _objective(model, X, Y, 10.0, sw)
+    assert np.all(f <= f_ref * (1 + 10 * rtol))
+
+
+@pytest.mark.parametrize("options", [
+    dict(fit_intercept=False),
+    dict(pos_weight=3.0),
+    dict(label_smoothing=0.1),
+    dict(C=0.01),
+])
+def test_dual_cd_options_match_newton_cg(options):
+    X, Y = _text_like(seed=2)
+    params = dict(C=5.0, tol=1e-8, max_iter=5000)
+    params.update(options)
+    ref = MultiLabelLogistic(solver="newton-cg", **params).fit(X, Y)
+    model = MultiLabelLogistic(solver="dual-cd", **params).fit(X, Y)
+    scale = max(np.abs(ref.coef_).max(), 1e-3)
+    assert_allclose(model.coef_, ref.coef_, atol=1e-6 * scale)
+    assert_allclose(model.intercept_, ref.intercept_, atol=1e-6 * max(1.0, scale))
+
+
+def test_dual_cd_soft_targets():
+    X, Y = _text_like(seed=3)
+    soft = np.clip(Y * 0.8 + np.random.default_rng(0).uniform(0, 0.2, Y.shape), 0, 1)
+    params = dict(C=2.0, tol=1e-8, max_iter=5000)
+    ref = MultiLabelLogistic(solver="newton-cg", **params).fit(X, soft)
+    model = MultiLabelLogistic(solver="dual-cd", **params).fit(X, soft)
+    assert_allclose(model.coef_, ref.coef_, atol=1e-6 * np.abs(ref.coef_).max())
+    assert_allclose(model.intercept_, ref.intercept_, atol=1e-6)
+
+
+def test_dual_cd_default_tol_meets_the_stopping_rule():
+    """At the default tol each label's gradient max-norm (objective / (C n)) is <= tol."""
+    X, Y = _text_like(n=400, d=80, k=8, seed=4)
+    C = 10.0
+    model = MultiLabelLogistic(solver="dual-cd", C=C).fit(X, Y)
+    Z = np.asarray(X @ model.coef_.T) + model.intercept_
+    G = (expit(Z) - Y) / len(Y)
+    gW = np.asarray(X.T @ G) + model.coef_.T / (C * len(Y))
+    gmax = np.maximum(np.abs(gW).max(axis=0), np.abs(G.sum(axis=0)))
+    assert np.all(gmax <= model.tol)
+
+
+def test_dual_cd_rare_and_empty_labels():
+    """A label without positives gets a very negative intercept, finite coefficients."""
+    X, Y = _text_like(n=300, d=40, k=4, seed=5)
+    Y[:, 1] = 0
+    Y[:, 2] = 0
+    Y[7, 2] = 1  # a single positive
+    model = MultiLabelLogistic(solver="dual-cd", C=10.0, tol=1e-6).fit(X, Y)
+    assert np.all(np.isfinite(model.coef_)) and np.all(np.isfinite(model.intercept_))
+    proba = model.predict_proba(X)
+    assert proba[:, 1].max() < 0.05
+    ref = MultiLabelLogistic(solver="newton-cg", C=10.0, tol=1e-8).fit(X, Y)
+    f = _objective(model, X, Y, 10.0)
+    f_ref = _objective(ref, X, Y, 10.0)
+    assert np.all(f <= f_ref + 1e-5 * np.maximum(1.0, f_ref))
+
+
+def test_auto_keeps_newton_cg_for_sparse_many_labels():
+    """dual-cd is opt-in: "auto" does not pick it (it does not win the benchmark yet)."""
+    X, Y = _text_like(n=200, d=30, k=40, seed=6)
+    assert MultiLabelLogistic(max_iter=50).fit(X, Y).solver_ == "newton-cg"
+
+
+def test_dual_cd_rejects_what_it_cannot_fit():
+    X, Y = _text_like(n=50, d=10, k=2)
+    with pytest.raises(ValueError, match="finite C"):
+        MultiLabelLogistic(solver="dual-cd", C=np.inf).fit(X, Y)
+    with pytest.raises(ValueError, match="l1_ratio"):
+        MultiLabelLogistic(solver="dual-cd", l1_ratio=0.5).fit(X, Y)
