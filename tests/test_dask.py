@@ -521,6 +521,7 @@ def test_fit_on_dask_takes_sparse_targets(client, fit_data, wrap):
     np.testing.assert_allclose(remote.pos_weight_, local.pos_weight_, rtol=1e-12)
     np.testing.assert_allclose(remote.coef_, local.coef_, rtol=1e-3, atol=1e-4)
 
+
 # -- a lost worker ----------------------------------------------------------------
 #
 # The moment of each kill is a round of the fit's tasks (the states' test
