@@ -2,6 +2,8 @@
 
 Run:  python benchmarks/bench_dask.py [--n-samples 2000000] [--chunk 250000]
           [--features 100] [--labels 20] [--repeats 2] [--variants dense sparse]
+      python benchmarks/bench_dask.py --fault [--fault-samples 600000]
+          [--fault-features 50] [--fault-chunk 100000] [--repeats 2]
 
 A ``distributed.LocalCluster`` of 2 worker processes x 1 thread (OpenMP and
 BLAS on one thread per worker, dask's default) against the in-memory fit in
@@ -36,10 +38,25 @@ For each variant the table gives
   (2 C)`` over the rows (intercept unpenalised); goal: skbce fits all labels
   faster than dask-ml fits one, at an objective no worse; skbce is also
   timed at ``tol=1e-6`` for that comparison.
+
+``--fault`` runs the fault run instead: the issue's setup -- 3 worker
+processes x 1 thread, dense float32 ``X`` of ``--fault-samples`` x
+``--fault-features`` from ``da.from_array`` in chunks of ``--fault-chunk``
+rows, 10 labels, ``MultiLabelLogistic(tol=1e-8)`` -- fitted fault-free
+(best of ``--repeats``), then with the worker holding most chunks killed
+(SIGKILL) halfway through the fit (at half the fault-free fit's rounds of
+tasks), then fault-free again on the same client. It prints the times, the
+largest coefficient difference from the fault-free fit (goal: <= 1e-6;
+time goal: at most 2x fault-free plus the time to rebuild the lost chunks,
+which the fit logs), and per worker the resident memory before the first
+fit and after the last, and the keys the workers hold after each fit
+(goal: none of the fit's).
 """
 
 import argparse
 import logging
+import os
+import signal
 import time
 
 import numpy as np
@@ -236,6 +253,84 @@ def _scattered(client, A, chunk):
     return da.concatenate(blocks)
 
 
+def _rss():
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _stored(dask_worker=None):
+    return len(dask_worker.data)
+
+
+def run_fault(args):
+    """Fault-free vs one worker killed mid-fit (see the module docstring)."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from skbce import MultiLabelLogistic
+    from skbce.linear_model import _dask_states
+
+    X, Y = make_data(args.fault_samples, args.fault_features, 10, "dense", 0)
+    print(f"\n== fault run: X {X.shape} float32 in chunks of {args.fault_chunk} rows, "
+          "10 labels, 3 workers, tol=1e-8", flush=True)
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", silence_logs=logging.ERROR,
+                      memory_limit=0) as cluster, Client(cluster) as client:
+        dX = da.from_array(X, chunks=(args.fault_chunk, -1))
+        dY = da.from_array(Y, chunks=(args.fault_chunk, -1))
+
+        def fit():
+            start = time.perf_counter()
+            model = MultiLabelLogistic(tol=1e-8).fit(dX, dY)
+            return model, time.perf_counter() - start
+
+        warm_up(client, X[:1000], Y[:1000])
+        rss_before = client.run(_rss)
+        rounds = []
+        _dask_states._ROUND_HOOK = lambda states, n: rounds.append(n)
+        runs = [fit() for _ in range(args.repeats)]
+        _dask_states._ROUND_HOOK = None
+        reference, clean = runs[-1][0], min(t for _, t in runs)
+        kill_at, killed = len(rounds) // args.repeats // 2, []
+
+        def kill_the_busiest(states, n):
+            if n == kill_at:
+                counts = {w: states.workers.count(w) for w in states.workers}
+                victim = max(counts, key=counts.get)
+                pid = client.run(os.getpid, workers=[victim])[victim]
+                os.kill(pid, signal.SIGKILL)
+                killed.append((victim, counts[victim], time.perf_counter()))
+
+        time.sleep(1)  # (releases travel asynchronously)
+        stored_clean = sorted(client.run(_stored).values())
+        _dask_states._ROUND_HOOK = kill_the_busiest
+        faulted, faulted_time = fit()
+        _dask_states._ROUND_HOOK = None
+        client.wait_for_workers(3, timeout=120)
+        again, again_time = fit()
+        time.sleep(1)  # (releases travel asynchronously)
+        rss_after = client.run(_rss)
+        stored_after = sorted(client.run(_stored).values())
+    print(f"fault-free fit: {clean:.2f} s (best of {args.repeats}), "
+          f"{len(rounds) // args.repeats} rounds of tasks, {reference.n_iter_} iterations")
+    victim, chunks, _ = killed[0]
+    print(f"one worker killed at round {kill_at} ({chunks} of "
+          f"{-(-args.fault_samples // args.fault_chunk)} chunks on it): {faulted_time:.2f} s "
+          f"= {faulted_time / clean:.2f}x fault-free; max |coef - fault-free coef| "
+          f"{np.abs(faulted.coef_ - reference.coef_).max():.1e}, intercepts "
+          f"{np.abs(faulted.intercept_ - reference.intercept_).max():.1e}")
+    print(f"fault-free again on the same client: {again_time:.2f} s, max |coef diff| "
+          f"{np.abs(again.coef_ - reference.coef_).max():.1e}")
+    print("keys held by the workers after the fault-free fits: "
+          f"{stored_clean}, after the last fit: {stored_after}")
+    print("worker resident memory before the first fit -> after the last: "
+          + ", ".join(f"{rss_before[w] / 2**20:.0f} -> {rss_after[w] / 2**20:.0f} MiB"
+                      if w in rss_before else f"(new worker) {rss_after[w] / 2**20:.0f} MiB"
+                      for w in rss_after)
+          + f"; X is {X.nbytes / 2**20:.0f} MiB")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=2_000_000)
@@ -249,7 +344,15 @@ def main():
                         help="dask-ml's solver (its default: admm), or 'none' to skip it")
     parser.add_argument("--variants", nargs="+", default=["dense", "sparse"],
                         choices=["dense", "sparse"])
+    parser.add_argument("--fault", action="store_true",
+                        help="the fault run alone: a worker killed mid-fit")
+    parser.add_argument("--fault-samples", type=int, default=600_000)
+    parser.add_argument("--fault-features", type=int, default=50)
+    parser.add_argument("--fault-chunk", type=int, default=100_000)
     args = parser.parse_args()
+    if args.fault:
+        run_fault(args)
+        return
 
     from distributed import Client, LocalCluster
 

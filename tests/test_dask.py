@@ -12,8 +12,10 @@ import doctest
 import logging
 import os
 import re
+import signal
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -518,3 +520,253 @@ def test_fit_on_dask_takes_sparse_targets(client, fit_data, wrap):
         dX, Ys, sample_weight=da.from_array(sample_weight, chunks=450))
     np.testing.assert_allclose(remote.pos_weight_, local.pos_weight_, rtol=1e-12)
     np.testing.assert_allclose(remote.coef_, local.coef_, rtol=1e-3, atol=1e-4)
+
+
+# -- a lost worker ----------------------------------------------------------------
+#
+# The moment of each kill is a round of the fit's tasks (the states' test
+# hook), chosen by a seed among the rounds of a fault-free fit of the same
+# data: a worker process dies (SIGKILL) while the round's tasks are queued
+# or running on it, and the test waits until the scheduler has seen it go.
+
+
+def _worker_pid(client, address):
+    return client.run(os.getpid, workers=[address])[address]
+
+
+def _kill(client, address):
+    """SIGKILL the worker process at ``address``; return when the scheduler knows."""
+    os.kill(_worker_pid(client, address), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while address in client.nthreads():
+        assert time.monotonic() < deadline, f"the scheduler still lists {address}"
+        time.sleep(0.05)
+
+
+def _cluster_state(client):
+    """What the cluster holds: the scheduler's tasks, the client's futures, the
+    workers' stored keys."""
+    tasks = client.run_on_scheduler(lambda dask_scheduler: sorted(map(str, dask_scheduler.tasks)))
+    stored = client.run(lambda dask_worker: sorted(map(str, dask_worker.data.keys())))
+    return tasks, sorted(map(str, client.futures)), sorted(k for keys in stored.values()
+                                                           for k in keys)
+
+
+def _assert_back_to(client, before):
+    """The cluster returns to what it held before (releases travel asynchronously)."""
+    deadline = time.monotonic() + 20
+    while (now := _cluster_state(client)) != before:
+        assert time.monotonic() < deadline, f"left on the cluster: {now} (before: {before})"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def no_hang():
+    """A fit that hangs (the bug these tests are about) ends the test run with the
+    threads' tracebacks, rather than hanging it."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(600, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+class _WorkerProcesses:
+    """``dask worker`` processes without a nanny: a killed one stays dead (a nanny
+    would start another, in its own time), and :meth:`top_up` starts new ones."""
+
+    def __init__(self, scheduler_address, directory):
+        self.address, self.directory, self.processes = scheduler_address, directory, []
+
+    def top_up(self, client, n):
+        import subprocess
+
+        for _ in range(n - len(client.nthreads())):
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                 "--no-nanny", "--nthreads", "1", "--no-dashboard", "--local-directory",
+                 str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        client.wait_for_workers(n, timeout=120)
+
+    def close(self):
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory):
+    """A scheduler, and three single-threaded worker processes before each test."""
+    with distributed.LocalCluster(
+        n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL,
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        workers = _WorkerProcesses(cluster.scheduler_address, tmp_path_factory.mktemp("workers"))
+        try:
+            yield workers, client
+        finally:
+            workers.close()
+
+
+@pytest.fixture
+def client3(cluster3, no_hang):
+    workers, client = cluster3
+    workers.top_up(client, 3)
+    with client.as_current():
+        yield client
+
+
+@pytest.fixture(scope="module")
+def fault_data():
+    """6 chunks of 500 rows (2 per worker), 15 features, 3 labels."""
+    rng = np.random.default_rng(7)
+    n, d = 3000, 15
+    X = rng.normal(size=(n, d))
+    Y = (X @ rng.normal(size=(d, 3)) + rng.logistic(size=(n, 3)) > 0).astype(np.int8)
+    return X, Y, rng.uniform(0.2, 2.0, size=n)
+
+
+def _fault_arrays(fault_data, chunk_kind, weighted):
+    X, Y, sample_weight = fault_data
+    dX = da.from_array(X, chunks=(500, -1))
+    if chunk_kind == "sparse":
+        dX = dX.map_blocks(sparse.csr_matrix, dtype=X.dtype)
+    dsw = da.from_array(sample_weight, chunks=500) if weighted else None
+    return dX, da.from_array(Y, chunks=(500, -1)), dsw
+
+
+def _round_hook(monkeypatch, action):
+    """Run ``action(states, n)`` after each round ``n`` of the fit's tasks is submitted."""
+    from skbce.linear_model import _dask_states
+
+    monkeypatch.setattr(_dask_states, "_ROUND_HOOK", action)
+
+
+def _rounds_of_a_fit(monkeypatch, fit):
+    count = []
+    _round_hook(monkeypatch, lambda states, n: count.append(n))
+    model = fit()
+    _round_hook(monkeypatch, None)
+    return model, len(count)
+
+
+FAULT_CASES = {
+    # chunks, weighted, seed of the round at which the worker dies
+    "dense": ("dense", False, 0),
+    "sparse": ("sparse", False, 1),
+    "weighted": ("dense", True, 2),
+}
+
+
+@pytest.mark.parametrize("case", FAULT_CASES)
+def test_fit_survives_the_loss_of_the_worker_holding_most_chunks(client3, fault_data, case,
+                                                                 monkeypatch):
+    chunk_kind, weighted, seed = FAULT_CASES[case]
+    dX, dY, dsw = _fault_arrays(fault_data, chunk_kind, weighted)
+
+    def fit():
+        return MultiLabelLogistic(tol=1e-8).fit(dX, dY, sample_weight=dsw)
+
+    before = _cluster_state(client3)
+    reference, rounds = _rounds_of_a_fit(monkeypatch, fit)
+    _assert_back_to(client3, before)
+    kill_at = int(np.random.default_rng(seed).integers(rounds // 4, 3 * rounds // 4))
+    killed = []
+
+    def kill_the_busiest(states, n):
+        if n == kill_at:
+            counts = {w: states.workers.count(w) for w in states.workers}
+            killed.append(max(counts, key=counts.get))
+            _kill(client3, killed[-1])
+
+    _round_hook(monkeypatch, kill_the_busiest)
+    faulted = fit()
+    assert len(killed) == 1
+    assert killed[0] not in client3.nthreads()
+    np.testing.assert_allclose(faulted.coef_, reference.coef_, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(faulted.intercept_, reference.intercept_, rtol=0, atol=1e-6)
+    assert faulted.n_iter_ == reference.n_iter_
+    _assert_back_to(client3, before)
+
+
+def test_a_second_fit_after_a_lost_worker_and_an_interrupt_is_the_first(
+        client3, fault_data, monkeypatch):
+    dX, dY, _ = _fault_arrays(fault_data, "dense", False)
+    before = _cluster_state(client3)
+    reference = MultiLabelLogistic(tol=1e-8).fit(dX, dY)
+
+    def interrupt(states, n):
+        if n == 5:
+            raise KeyboardInterrupt
+
+    _round_hook(monkeypatch, interrupt)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        MultiLabelLogistic(tol=1e-8).fit(dX, dY)
+    # Nothing of the interrupted fit is left, though its frames (in the
+    # traceback) still hold its problem and data.
+    assert interrupted.traceback
+    _assert_back_to(client3, before)
+    _round_hook(monkeypatch, None)
+    again = MultiLabelLogistic(tol=1e-8).fit(dX, dY)
+    np.testing.assert_array_equal(again.coef_, reference.coef_)
+    _assert_back_to(client3, before)
+
+
+def test_fit_on_scattered_data_lost_with_its_worker_says_so(client3, fault_data, monkeypatch):
+    # Scattered blocks have no graph to recompute them from.
+    X, Y, _ = fault_data
+    blocks = client3.scatter([X[i:i + 500] for i in range(0, len(X), 500)])
+    dX = da.concatenate([da.from_delayed(b, shape=(500, X.shape[1]), dtype=X.dtype)
+                         for b in blocks])
+    holder = client3.who_has(blocks)[blocks[0].key][0]
+
+    def kill(states, n):
+        if n == 3:
+            _kill(client3, holder)
+
+    _round_hook(monkeypatch, kill)
+    with pytest.raises(RuntimeError, match=r"chunk\(s\) 0 \(500 rows\).* cannot be recomputed"):
+        MultiLabelLogistic(tol=1e-8).fit(dX, da.from_array(Y, chunks=(500, -1)))
+
+
+def test_fit_without_workers_raises_within_the_timeout(fault_data, monkeypatch, tmp_path,
+                                                       no_hang):
+    dask = pytest.importorskip("dask")
+    X, Y, _ = fault_data
+    with distributed.LocalCluster(
+        n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL,
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        workers = _WorkerProcesses(cluster.scheduler_address, tmp_path)
+        try:
+            workers.top_up(client, 2)
+            stopped = []
+
+            def kill_all(states, n):
+                if n == 4:
+                    for address in list(client.nthreads()):
+                        _kill(client, address)
+                    stopped.append(time.monotonic())
+
+            _round_hook(monkeypatch, kill_all)
+            with client.as_current(), dask.config.set({"skbce.dask.timeout": 2}):
+                with pytest.raises(TimeoutError, match=r"no worker was alive for 2 s .*'skbce"
+                                                       r"\.dask\.timeout'.*Lost so far: chunk 0"):
+                    MultiLabelLogistic(tol=1e-8).fit(da.from_array(X, chunks=(500, -1)),
+                                                     da.from_array(Y, chunks=(500, -1)))
+            # The timeout, a look at the workers (every 0.5 s) and their answer.
+            assert time.monotonic() - stopped[0] < 2 + 3
+            _assert_back_to(client, ([], [], []))
+        finally:
+            workers.close()
+
+
+def test_fit_on_dask_rejects_a_timeout_that_is_not_a_duration(client, fit_data):
+    dask = pytest.importorskip("dask")
+    X, Y, _ = fit_data
+    with dask.config.set({"skbce.dask.timeout": "soon"}):
+        with pytest.raises(ValueError, match=r"'skbce\.dask\.timeout' must be a positive "
+                                             r"duration.*got 'soon'"):
+            MultiLabelLogistic().fit(*as_dask(X, Y, None)[:2])
+    deadline = time.monotonic() + 20  # (releases travel asynchronously)
+    while client.futures:
+        assert time.monotonic() < deadline, f"left: {list(client.futures)}"
+        time.sleep(0.05)

@@ -6,7 +6,10 @@ chunks. The tasks sweep it in row blocks (:func:`_row_blocks`): the loss,
 gradient and curvature at logits ``X @ A + c`` (:func:`_sweep`), the
 Hessian-vector products (:func:`_hessp`), SGD's epoch (:func:`_chunk_epoch`).
 The client side, which submits them and sums their results, is
-:mod:`skbce.linear_model._dask_problem`.
+:mod:`skbce.linear_model._dask_problem`. A worker's results are a cache:
+if the worker dies, the client runs these tasks again on another
+(:mod:`skbce.linear_model._dask_states`), so each must give the same
+result from the same inputs, wherever it runs.
 """
 
 import copy
@@ -147,6 +150,11 @@ def _sweep(problem, A, c, cols, want_grad, want_hess, hess_dtype, spare=None):
             h_sum += ones[:n].astype(hess_dtype, copy=False) @ out[2]
         start += n
     return (loss, gW, g_sum, h_sum), H
+
+
+def _sweep_part(part, problem, *args):
+    """One part of :func:`_sweep`'s result (1: the curvature), as a task of its own."""
+    return _sweep(problem, *args)[part]
 
 
 def _buffer(spare, shape, dtype):

@@ -7,7 +7,9 @@ them is brought to the client: the logits are :class:`AffineLogits`, the
 coefficients ``(A, c)`` of ``X @ A + c``, whose arithmetic is coefficient
 arithmetic; the gradient is :class:`LogitGradient`, the products the
 solvers take of it; the curvature is :class:`Curvature`, the futures of
-its blocks on the workers.
+its blocks on the workers (a
+:class:`~skbce.linear_model._dask_states.ChunkFutures`, which makes a
+block again if its worker dies).
 """
 
 import numpy as np
@@ -241,20 +243,14 @@ class LogitGradient:
                              self.column_sums[cols], self.shape[0])
 
 
-class _Blocks:
-    """The futures of one array's blocks, shared by the views of the array."""
-
-    def __init__(self, futures):
-        self.futures = futures
-
-
 class Curvature:
     """The curvature weights ``D`` of the loss wrt the logits, on the workers.
 
-    One block per chunk (a future), of the labels the sweep evaluated;
-    ``cols`` selects those the solver still uses, so that dropping labels
-    copies nothing (the products read the columns they need, block by
-    block). Its column sums came with it.
+    One block per chunk (a ``ChunkFutures``: a block lost with its worker
+    is made again by a sweep of its chunk), of the labels the sweep
+    evaluated; ``cols`` selects those the solver still uses, so that
+    dropping labels copies nothing (the products read the columns they
+    need, block by block). Its column sums came with it.
     """
 
     ndim = 2

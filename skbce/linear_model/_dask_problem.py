@@ -33,6 +33,13 @@ search's full step, nearly always accepted) also gives the gradient and
 curvature there, in the same sweep (:meth:`DaskLinearBCE.loss`): the next
 iteration then starts without a pass over the data of its own.
 
+What a worker keeps is a cache that can vanish with the worker: every
+round of tasks goes through :mod:`skbce.linear_model._dask_states`, which
+knows where each chunk's problem lives, builds it again from the data's
+graph when its worker dies, and remakes what depended on it (a view of its
+labels, newton-cg's curvature) from the recipes this module gives it. The
+results are those of a fault-free fit; the solvers know nothing of it.
+
 What does not apply to a distributed problem says so through the interface
 rather than through branches in the solvers: there is no float32 twin of
 the chunks (``mixed_precision_cg`` is False). The Gram preconditioner does
@@ -40,7 +47,8 @@ apply to dense chunks: its matrix is a sum over rows, coefficient-sized.
 
 This module is the client side, the problem the solvers call; the tasks it
 runs on each chunk are :mod:`skbce.linear_model._dask_chunks`, the
-per-sample arrays it hands the solvers :mod:`skbce.linear_model._dask_logits`.
+per-sample arrays it hands the solvers :mod:`skbce.linear_model._dask_logits`,
+where the chunks' states live :mod:`skbce.linear_model._dask_states`.
 """
 
 import copy
@@ -58,9 +66,11 @@ from skbce.linear_model._dask_chunks import (
     _hessp,
     _row_norm_summary,
     _sweep,
+    _sweep_part,
     _with_labels,
 )
-from skbce.linear_model._dask_logits import AffineLogits, Curvature, LogitGradient, _Blocks
+from skbce.linear_model._dask_logits import AffineLogits, Curvature, LogitGradient
+from skbce.linear_model._dask_states import ChunkFutures, ChunkStates
 from skbce.linear_model._problem import (
     GRAM_MAX_FEATURES,
     LinearBCE,
@@ -69,7 +79,6 @@ from skbce.linear_model._problem import (
 )
 
 __all__ = ["AffineLogits", "DaskLinearBCE"]
-
 
 def _client():
     import distributed
@@ -82,12 +91,6 @@ def _client():
             "create a distributed.Client first (Client(LocalCluster()) on one machine), "
             "or fit on in-memory arrays (X.compute())."
         ) from None
-
-
-def _submit_at(client, worker, func, *args):
-    """``func(*args)`` as a task on ``worker`` (pinned: dask would otherwise
-    move a chunk's data to balance the load)."""
-    return client.submit(func, *args, workers=[worker], allow_other_workers=False, pure=False)
 
 
 def _sum_in_order(parts):
@@ -111,14 +114,16 @@ class DaskLinearBCE(LinearBCE):
         With ``X``'s row chunks.
     pos_weight, alpha, beta, fit_intercept, label_smoothing
         As for :class:`LinearBCE`.
+
+    The futures of the problem's persisted data are its own: :meth:`close`
+    releases them with everything it computed on the cluster.
     """
 
     def __init__(self, X, Y, sample_weight, pos_weight, alpha, beta, fit_intercept,
                  label_smoothing=0.0):
         import dask
-        import distributed
 
-        self.client = _client()
+        client = _client()
         self.dtype = np.dtype(X.dtype)
         self.n_samples, self.n_features = X.shape
         self.n_labels = self.total_labels = Y.shape[1]
@@ -139,40 +144,58 @@ class DaskLinearBCE(LinearBCE):
         y_blocks = Y.to_delayed().ravel()
         w_blocks = (sample_weight.to_delayed().ravel() if sample_weight is not None
                     else [None] * len(x_blocks))
-        make = dask.delayed(_chunk_problem, pure=True)
-        self._all_labels = self.client.compute([
-            make(x_blocks[i], y_blocks[i], w_blocks[i], total, pos_weight, fit_intercept,
-                 self.label_smoothing)
-            for i in keep])
-        # Every later task of a chunk runs where its problem was built, next
-        # to its rows: nothing per-sample moves between workers.
-        distributed.wait(self._all_labels)
-        for future in self._all_labels:
-            if future.status == "error":
-                future.result()  # raises the chunk's error (e.g. NaN in X)
-        who_has = self.client.who_has(self._all_labels)
-        self.workers = tuple(who_has[future.key][0] for future in self._all_labels)
-        self._cache = {}
-        # The last loss() call's point and, while it pays, its gradient and
-        # curvature, computed ahead of time (see loss()).
-        self._ahead = None
-        self._speculate, self._wants = False, True
-        self._spare = None  # blocks of curvature weights no longer used
-        self.set_active(np.arange(self.n_labels))
+        blocks = [(x_blocks[i], y_blocks[i], w_blocks[i]) for i in keep]
+        options = (total, pos_weight, fit_intercept, self.label_smoothing)
 
-    def _map(self, func, *args, chunks=None, per_chunk=()):
-        """``func(chunk_problem, *args, *per_chunk[i])`` on every chunk ``i``."""
-        chunks = self.chunks if chunks is None else chunks
-        return [_submit_at(self.client, self.workers[i], func, chunk, *args,
-                           *[blocks[i] for blocks in per_chunk])
-                for i, chunk in enumerate(chunks)]
+        def recipe(i):
+            # A new key each time: a rebuilt problem is a new task.
+            return dask.delayed(_chunk_problem, pure=False)(*blocks[i], *options)
 
-    def _gather_sum(self, func, *args, chunks=None, per_chunk=()):
-        return _sum_in_order(self.client.gather(self._map(func, *args, chunks=chunks,
-                                                          per_chunk=per_chunk)))
+        self.states = ChunkStates(client, [functools.partial(recipe, i) for i in range(len(keep))],
+                                  self.rows, [X, Y, sample_weight, blocks])
+        try:
+            states = self.states
+            self._all_labels = ChunkFutures(states, lambda i: states.base[i])
+            self._cache = {}
+            # The last loss() call's point and, while it pays, its gradient and
+            # curvature, computed ahead of time (see loss()).
+            self._ahead = None
+            self._speculate, self._wants = False, True
+            self._spare = None  # blocks of curvature weights no longer used
+            self.set_active(np.arange(self.n_labels))
+        except BaseException:
+            self.close()
+            raise
 
-    def _method_sum(self, method, *args, chunks=None):
-        return self._gather_sum(_call, method, *args, chunks=chunks)
+    def close(self):
+        """Release every future of the fit on the cluster and its persisted data (also
+        those of its subproblems, which share its states)."""
+        self._ahead = self._spare = None
+        self.states.close()
+
+    @property
+    def client(self):
+        return self.states.client
+
+    @property
+    def workers(self):
+        """The worker of each chunk's problem."""
+        return tuple(self.states.workers)
+
+    def _derive(self, func, *args, on):
+        """``func(on[i], *args)`` for every chunk ``i``, as futures remade when needed."""
+        states = self.states
+        return ChunkFutures(states, lambda i: states.submit(i, func, on[i], *args))
+
+    def _round(self, func, *args, on=None, per_chunk=()):
+        """The results of ``func(on[i], *args, *per_chunk[i])`` of every chunk ``i``."""
+        on = self.chunks if on is None else on
+        states = self.states
+        return states.gather(ChunkFutures(
+            states, lambda i: states.submit(i, func, on[i], *args, *[p[i] for p in per_chunk])))
+
+    def _method_sum(self, method, *args, on=None):
+        return _sum_in_order(self._round(_call, method, *args, on=on))
 
     # -- labels -----------------------------------------------------------------
 
@@ -182,15 +205,15 @@ class DaskLinearBCE(LinearBCE):
             return
         self.active = labels
         self._ahead = None
-        self.chunks = self._map(_with_labels, None, self.active, chunks=self._all_labels)
+        self.chunks = self._derive(_with_labels, None, self.active, on=self._all_labels)
 
     def subproblem(self, labels):
         labels = np.asarray(labels)
         sub = copy.copy(self)
         sub.n_labels = len(labels)
         sub.pw_all = None if self.pw_all is None else self.pw_all[labels].copy()
-        sub._all_labels = self._map(_with_labels, labels, np.arange(len(labels)),
-                                    chunks=self._all_labels)
+        sub._all_labels = self._derive(_with_labels, labels, np.arange(len(labels)),
+                                       on=self._all_labels)
         sub._cache = self._cache  # what depends on X alone is shared
         sub.active = sub._ahead = sub._spare = None
         sub.set_active(np.arange(sub.n_labels))
@@ -209,8 +232,7 @@ class DaskLinearBCE(LinearBCE):
         if not self.gram_bytes():
             return None
         if "gram" not in self._cache:
-            self._cache["gram"] = gram_eigh(
-                self._method_sum("gram_matrix", chunks=self._all_labels))
+            self._cache["gram"] = gram_eigh(self._method_sum("gram_matrix", on=self._all_labels))
         return self._cache["gram"]
 
     def gram_bytes(self):
@@ -233,13 +255,12 @@ class DaskLinearBCE(LinearBCE):
     def squared_column_means(self):
         if "squares" not in self._cache:
             self._cache["squares"] = self._method_sum("squared_column_means",
-                                                      chunks=self._all_labels)
+                                                      on=self._all_labels)
         return self._cache["squares"]
 
     def nonzero_weights(self):
         if "nonzeros" not in self._cache:
-            self._cache["nonzeros"] = self._method_sum("nonzero_weights",
-                                                       chunks=self._all_labels)
+            self._cache["nonzeros"] = self._method_sum("nonzero_weights", on=self._all_labels)
         return self._cache["nonzeros"]
 
     def squared_backward(self, D):
@@ -252,14 +273,13 @@ class DaskLinearBCE(LinearBCE):
         at most the sum of theirs, and about equal to it when the chunks are
         alike; ``gd``'s backtracking corrects the rest.
         """
-        return self._method_sum("lipschitz", chunks=self._all_labels) + self.alpha
+        return self._method_sum("lipschitz", on=self._all_labels) + self.alpha
 
     # -- SGD ---------------------------------------------------------------------
 
     def squared_row_norm_summary(self, feature_weights):
         """The largest and the mean of the rows' squared norms, from the chunks'."""
-        parts = self.client.gather(self._map(_row_norm_summary, feature_weights,
-                                             chunks=self._all_labels))
+        parts = self._round(_row_norm_summary, feature_weights, on=self._all_labels)
         return (max(p[0] for p in parts),
                 _sum_in_order([p[1] for p in parts]) / self.n_samples)
 
@@ -273,13 +293,15 @@ class DaskLinearBCE(LinearBCE):
         chunk's epoch averages its own iterates; their average over the pass,
         weighted by the iterates each averaged, is the pass's.
         """
-        order = rng.permutation(len(self.chunks))
+        order = rng.permutation(len(self.rows))
         seeds = rng.integers(np.iinfo(np.int64).max, size=len(order))
         total, avg_W, avg_b = 0, None, None
+        states, chunks = self.states, self.chunks
         for i, seed in zip(order, seeds):
-            future = _submit_at(self.client, self.workers[i], _chunk_epoch, self.chunks[i],
-                                epoch, W, b, state, seed, self.alpha, self.beta, options)
-            W_new, b_new, chunk_state = future.result()
+            args = (epoch, W, b, state, seed, self.alpha, self.beta, options)
+            (W_new, b_new, chunk_state), = states.gather(ChunkFutures(
+                states, lambda i, args=args: states.submit(i, _chunk_epoch, chunks[i], *args),
+                chunks=[i]), chunks=[i])
             W[...], b[...] = W_new, b_new
             vars(state).update(vars(chunk_state))
             if state.n_avg:
@@ -324,8 +346,7 @@ class DaskLinearBCE(LinearBCE):
     def hessp(self, V, vb, D):
         V = np.ascontiguousarray(V, dtype=self.dtype)
         vb = np.asarray(vb, dtype=self.dtype)
-        parts = self.client.gather(self._map(_hessp, V, vb, D.cols,
-                                            per_chunk=[D.blocks.futures]))
+        parts = self._round(_hessp, V, vb, D.cols, per_chunk=[D.blocks])
         return (_sum_in_order([p[0] for p in parts]), _sum_in_order([p[1] for p in parts]))
 
     def _sweep(self, Z, cols, want_grad, want_hess, hess_dtype):
@@ -333,19 +354,28 @@ class DaskLinearBCE(LinearBCE):
 
         The curvature is written into the blocks of curvature weights that
         the solver no longer holds, if any: a worker holds one such block
-        per chunk, not the old one while the new one is made.
+        per chunk, not the old one while the new one is made. A block of
+        ``H`` lost with its worker is made again by a sweep of its chunk
+        alone (into new memory).
         """
-        spare, self._spare = self._spare, None
-        if want_hess and spare is not None:
-            results = self._map(_sweep, Z.A, Z.c, cols, want_grad, want_hess, hess_dtype,
-                                per_chunk=[spare])
-        else:
-            results = self._map(_sweep, Z.A, Z.c, cols, want_grad, want_hess, hess_dtype)
-        del spare
-        sums = [_submit_at(self.client, w, operator.getitem, r, 0)
-                for w, r in zip(self.workers, results)]
-        H = ([_submit_at(self.client, w, operator.getitem, r, 1)
-              for w, r in zip(self.workers, results)] if want_hess else None)
+        states, chunks, args = self.states, self.chunks, (Z.A, Z.c, cols)
+        spare = [self._spare if want_hess else None]
+        self._spare = None
+        H = None
+        if want_hess:
+            H = ChunkFutures(states, lambda i: states.submit(
+                i, _sweep_part, 1, chunks[i], *args, False, True, hess_dtype), chunks=())
+
+        def sweep(i):
+            reuse = None if spare[0] is None else spare[0].current(i)
+            result = states.submit(i, _sweep, chunks[i], *args, want_grad, want_hess,
+                                   hess_dtype, reuse)
+            if H is not None:
+                H.set(i, states.submit(i, operator.getitem, result, 1))
+            return states.submit(i, operator.getitem, result, 0)
+
+        sums = ChunkFutures(states, sweep)
+        spare[0] = None  # (sweeps remade later write into new memory)
         return sums, H
 
     def loss_grad_logits(self, Z, want_grad=True, want_hess=False, cols=None,
@@ -363,13 +393,13 @@ class DaskLinearBCE(LinearBCE):
                     and ahead["hess_dtype"] == hess_dtype):
                 if ahead is not None and ahead["H"] is not None and self._spare is None:
                     # Curvature computed ahead for nothing: its memory serves the sweep.
-                    self._spare = ahead["H"]
+                    self._spare = _Spare(ahead["H"])
                 ahead = None
         if ahead is not None:
             sums, H = ahead["sums"], ahead["H"]
         else:
             sums, H = self._sweep(Z, cols, want_grad, want_hess, hess_dtype)
-        return self._results(self.client.gather(sums), H, want_grad, want_hess, hess_dtype)
+        return self._results(self.states.gather(sums), H, want_grad, want_hess, hess_dtype)
 
     def _results(self, parts, H, want_grad, want_hess, hess_dtype):
         loss = _sum_in_order([p[0] for p in parts])
@@ -380,15 +410,15 @@ class DaskLinearBCE(LinearBCE):
         else:
             out.append(None)
         if want_hess:
-            blocks = _Blocks(H)
             # Once no Curvature uses these blocks, the next sweep writes into them.
-            weakref.finalize(blocks, self._recycle, H)
-            out.append(Curvature(blocks, None, _sum_in_order([p[3] for p in parts]),
+            weakref.finalize(H, self._recycle, _Spare(H))
+            out.append(Curvature(H, None, _sum_in_order([p[3] for p in parts]),
                                  self.n_samples, hess_dtype))
         return tuple(out)
 
     def _recycle(self, blocks):
-        self._spare = blocks
+        if not self.states.closed:
+            self._spare = blocks
 
     def loss(self, Z):
         """The loss at ``Z``; also, ahead of time, what the next iteration may want there.
@@ -405,7 +435,7 @@ class DaskLinearBCE(LinearBCE):
             sums, H = self._sweep(Z, None, True, self._wants, self.dtype)
         else:
             sums, H = self._sweep(Z, None, False, False, self.dtype)
-        parts = self.client.gather(sums)
+        parts = self.states.gather(sums)
         self._ahead = dict(A=Z.A, c=Z.c, want_hess=self._wants and self._speculate,
                            hess_dtype=self.dtype, sums=sums if self._speculate else None, H=H)
         return _sum_in_order([p[0] for p in parts])
@@ -415,11 +445,19 @@ class DaskLinearBCE(LinearBCE):
         if self._sparse_chunks:
             raise ValueError("newton_terms needs a dense X.")
         W = np.asarray(W, dtype=self.dtype)
-        parts = self.client.gather(self._map(_call, "newton_terms", W, b))
+        parts = self._round(_call, "newton_terms", W, b)
         return tuple(_sum_in_order([part[i] for part in parts]) for i in range(3))
 
 
-def _same_columns(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    return np.array_equal(a, b)
+class _Spare:
+    """The blocks of curvature weights no one uses: their memory serves the next sweep.
+
+    Holds the futures (not the :class:`ChunkFutures`, whose end frees
+    them); a block made before its chunk was rebuilt is not used.
+    """
+
+    def __init__(self, blocks):
+        self.states, self.futures, self.epochs = blocks.states, blocks.futures, blocks.epochs
+
+    def current(self, i):
+        return self.futures[i] if self.epochs[i] == self.states.epochs[i] else None

@@ -1,5 +1,6 @@
 """MultiLabelLogistic: a joint multi-label logistic regression trained on BCE."""
 
+import contextlib
 import time
 import warnings
 from numbers import Integral, Real
@@ -462,8 +463,9 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             b0 = self._initial_intercept(Y, sample_weight, pos_weight)
 
         start = time.perf_counter()
-        with self._thread_limits(X):
-            problem = self._problem(X, Y, sample_weight, pos_weight)
+        # (closing: a dask problem's futures are cancelled, whatever the fit ends with)
+        with self._thread_limits(X), contextlib.closing(
+                self._problem(X, Y, sample_weight, pos_weight)) as problem:
             if solver == "sgd":
                 rng = np.random.default_rng(
                     check_random_state(self.random_state).randint(np.iinfo(np.int32).max))

@@ -373,6 +373,10 @@ class LinearBCE:
             return int(self.X.nnz)
         return self.n_samples * self.n_features
 
+    def close(self):
+        """Release what the problem holds outside this process: nothing in memory
+        (over dask chunks, its futures on the cluster)."""
+
     def low_precision(self):
         """This problem's linear algebra in float32, for inexact Newton steps.
 
