@@ -585,7 +585,11 @@ class _WorkerProcesses:
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
                  "--no-nanny", "--nthreads", "1", "--no-dashboard", "--local-directory",
-                 str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                 str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                # Not the repository root: ``python -m`` puts the working
+                # directory first on sys.path, and the source tree's skbce/
+                # has no compiled extension.
+                cwd=self.directory))
         client.wait_for_workers(n, timeout=120)
 
     def close(self):
