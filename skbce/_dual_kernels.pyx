@@ -1,13 +1,21 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Dual coordinate descent for L2 logistic regression, one label per thread.
+"""Dual coordinate descent for L2 logistic regression, a block of labels per thread.
 
 :func:`dual_cd` fits every label of a one-vs-rest problem on a CSR ``X``
-independently, labels spread over OpenMP threads (``prange`` with a dynamic
-schedule: a label's cost depends on how many of its samples stay active).
-Each thread holds a few arrays of ``n_samples`` and ``n_features`` doubles
-and writes its label's row of ``W``; nothing of size ``n_samples *
-n_labels`` exists.
+independently. Labels go in blocks of up to ``LANES = 8`` (the lanes), the
+blocks spread over OpenMP threads (``prange`` with a dynamic schedule: a
+block's cost depends on how many of its samples stay active). A visit of
+row ``i`` serves every lane of the block at once: the lanes' weights are
+stored ``(n_features, LANES)``, so each non-zero ``x_ik`` reads one cache
+line of 8 weights and the dot products and updates of the 8 labels are one
+vector loop -- the row's indices and values, the memory-bound part of a
+sparse dot product, are read once for 8 labels instead of 8 times. Each
+lane keeps its own shrinking (a bit per row and lane), tolerance,
+intercept and stopping rule; the block's epochs run over the rows active
+in some lane. Each thread holds a few arrays of ``LANES * n_samples`` and
+``LANES * n_features`` doubles and writes its lanes' rows of ``W``;
+nothing of size ``n_samples * n_labels`` exists.
 
 The math. Per label, in the units of ``P = 1/2 |w|^2 + sum_i c_i (phi(z_i) -
 q_i z_i)``, ``z_i = x_i . w + b``, ``phi(z) = log(1 + e^z)`` -- the
@@ -32,15 +40,18 @@ no cost) and whose curvature is estimated by the samples' responses
 ``c_i s'_i / (1 + A_i s'_i)`` (``s' = sigmoid'(t_i)``), damped when the slope
 changes sign.
 
-Shrinking: a sample whose mismatch ``c_i |sigmoid(G) - sigmoid(t_i)| *
+Shrinking (per lane): a sample whose mismatch ``c_i |sigmoid(G) - sigmoid(t_i)| *
 max_k |x_ik|`` (its share of the primal gradient) is below the epoch
 tolerance leaves the epochs; for a rare label that is nearly every negative
 after one or two epochs. When the remaining samples meet the tolerance, one
 full pass computes the exact primal gradient and objective and applies the
 estimator's stopping rule (the gradient's max-norm and the decrease a
 diagonal Newton step predicts, as ``_solver_base._diagonal_decrease``); a
-label that fails it resumes with all samples and a tolerance ten times
-tighter.
+label that fails it resumes with the samples the exact logits show off and
+a tolerance ten times tighter. A lane whose epochs are done waits for the
+block's other lanes, and one exact pass serves all the waiting lanes:
+waiting costs nothing (the running lanes' epochs read the same rows), so
+the block makes as few full passes as its slowest lane needs.
 """
 
 from cython.parallel cimport parallel, prange
@@ -48,6 +59,15 @@ from libc.math cimport exp, fabs, log1p, sqrt
 from libc.stdlib cimport free, malloc
 
 import numpy as np
+
+cdef enum:
+    LANES = 8  # labels a block fits together: one 64-byte line of float64 weights
+
+# A lane's state.
+cdef enum:
+    RUNNING = 0  # in the epochs
+    WAITING = 1  # epochs met their tolerance: waits for the exact pass
+    DONE = 2     # stopped (converged, out of epochs, or an unused lane)
 
 ctypedef fused index_t:
     int
@@ -111,22 +131,39 @@ cdef inline double _solve_logit(double R, double A, double t) noexcept nogil:
     return t
 
 
-cdef inline double _row_dot(const index_t[::1] indptr, const index_t[::1] indices,
-                            const data_t[::1] data, Py_ssize_t i,
-                            const double *w) noexcept nogil:
-    cdef double acc = 0.0
+cdef inline void _row_dots(const index_t[::1] indptr, const index_t[::1] indices,
+                           const data_t[::1] data, Py_ssize_t i, const double *w,
+                           double *out) noexcept nogil:
+    """``out[l] = x_i . w[:, l]`` for every lane; ``w`` is ``(n_features, LANES)``."""
+    cdef double acc[LANES]
+    cdef double v
+    cdef const double *wk
     cdef index_t p
+    cdef int l
+    for l in range(LANES):
+        acc[l] = 0.0
     for p in range(indptr[i], indptr[i + 1]):
-        acc = acc + data[p] * w[indices[p]]
-    return acc
+        v = data[p]
+        wk = w + <Py_ssize_t>indices[p] * LANES
+        for l in range(LANES):
+            acc[l] += v * wk[l]
+    for l in range(LANES):
+        out[l] = acc[l]
 
 
-cdef inline void _row_axpy(const index_t[::1] indptr, const index_t[::1] indices,
-                           const data_t[::1] data, Py_ssize_t i, double scale,
-                           double *w) noexcept nogil:
+cdef inline void _row_axpys(const index_t[::1] indptr, const index_t[::1] indices,
+                            const data_t[::1] data, Py_ssize_t i, const double *scale,
+                            double *w) noexcept nogil:
+    """``w[:, l] += scale[l] * x_i`` for every lane."""
+    cdef double v
+    cdef double *wk
     cdef index_t p
+    cdef int l
     for p in range(indptr[i], indptr[i + 1]):
-        w[indices[p]] += scale * data[p]
+        v = data[p]
+        wk = w + <Py_ssize_t>indices[p] * LANES
+        for l in range(LANES):
+            wk[l] += scale[l] * v
 
 
 cdef inline unsigned long long _xorshift(unsigned long long *state) noexcept nogil:
@@ -138,62 +175,48 @@ cdef inline unsigned long long _xorshift(unsigned long long *state) noexcept nog
     return x
 
 
-cdef double _verify(const index_t[::1] indptr, const index_t[::1] indices,
-                    const data_t[::1] data, Py_ssize_t n, Py_ssize_t d,
-                    const double *c, const double *q, const double *sw_c,
-                    const double[::1] col, double alpha, double b, bint fit_b,
-                    const double *w, double *g, double *z_out, double *f_out, double *gb_out,
-                    double *decrease_out, double *gmax_w_out,
-                    double *decrease_b_out) noexcept nogil:
-    """Exact objective and gradient (in the units of ``f``) at ``(w, b)``; returns max|g|.
-
-    The logits go to ``z_out``, for the choice of the samples to revisit.
-    ``sw_c[i] = c_i * alpha`` is the sample's weight in ``f``. Also gives the
-    decrease a Newton step on the Hessian's diagonal predicts (the
-    estimator's second stopping test).
-    """
-    cdef Py_ssize_t i, k
-    cdef double z, s, r, loss = 0.0, gb = 0.0, curvature = 0.0, gmax, sq = 0.0, h, dec
-    for k in range(d):
-        g[k] = alpha * w[k]
-        sq += w[k] * w[k]
-    for i in range(n):
-        if sw_c[i] == 0:
-            continue
-        z = _row_dot(indptr, indices, data, i, w) + b
-        z_out[i] = z
-        s = _sigmoid(z)
-        loss += sw_c[i] * (_log1pexp(z) - q[i] * z)
-        r = sw_c[i] * (s - q[i])
-        curvature += sw_c[i] * s * (1.0 - s)
-        gb += r
-        _row_axpy(indptr, indices, data, i, r, g)
-    gmax = 0.0
-    dec = 0.0
-    for k in range(d):
-        if fabs(g[k]) > gmax:
-            gmax = fabs(g[k])
-        if g[k] != 0:
-            h = curvature * col[k] + alpha
-            dec += g[k] * g[k] / h
-    gmax_w_out[0] = gmax
-    decrease_b_out[0] = 0.0
-    if fit_b:
-        if fabs(gb) > gmax:
-            gmax = fabs(gb)
-        if gb != 0:
-            decrease_b_out[0] = 0.5 * (gb * gb / curvature if curvature > 0 else 1e300)
-    else:
-        gb = 0.0
-    f_out[0] = loss + 0.5 * alpha * sq
-    gb_out[0] = gb
-    decrease_out[0] = 0.5 * dec + decrease_b_out[0]
-    return gmax
+ctypedef struct Workspace:
+    # Per (sample, lane), sample-major: a row's lanes share a cache line.
+    double *t  # the dual variables' logits
+    double *c  # the sample's weight in P (0: not in this lane's problem)
+    double *q  # the sample's target
+    double *z  # the logits of the last exact pass
+    # Per (feature, lane), feature-major.
+    double *w  # the weights, sum_i a_i x_i
+    double *g  # the exact gradient
+    unsigned char *mask  # per sample: bit l set while the sample is active in lane l
+    int *active  # the epochs' samples: active in a running lane (some may have left since)
+    Py_ssize_t n_act
 
 
-cdef inline double _penalty_weight(double scale, Py_ssize_t n_all, const int *active,
-                                   const double *c, const double *t) noexcept nogil:
-    """The augmented Lagrangian's weight: ``scale`` over the intercept's curvature.
+ctypedef struct Lanes:
+    Py_ssize_t n_all[LANES]  # samples with c > 0
+    int state[LANES]
+    int epochs[LANES]
+    unsigned char converged[LANES]
+    long long visits[LANES]
+    double b[LANES]  # the intercept (the dual's offset)
+    double rho[LANES]  # the augmented Lagrangian's weight
+    double sum_a[LANES]  # sum_i a_i: minus the slope of F(b)
+    double eps[LANES]  # a sample's tolerance in the epochs
+    double eps_min[LANES]
+    double prev_gb[LANES]
+    double maxviol[LANES]
+    double f[LANES]
+
+
+cdef inline unsigned int _lanes_in(const Lanes *ln, int state) noexcept nogil:
+    cdef unsigned int bits = 0
+    cdef int l
+    for l in range(LANES):
+        if ln.state[l] == state:
+            bits |= 1u << l
+    return bits
+
+
+cdef double _penalty_weight(double scale, Py_ssize_t n, const Workspace *ws,
+                            int l) noexcept nogil:
+    """The augmented Lagrangian's weight of lane ``l``: ``scale`` over the intercept's curvature.
 
     A multiplier update is a proximal step on ``F(b)`` that shrinks the
     intercept's error by ``1 / (1 + rho F'')``; ``F''`` is at most the
@@ -204,159 +227,371 @@ cdef inline double _penalty_weight(double scale, Py_ssize_t n_all, const int *ac
     each update moves ``b`` by about ``scale``.
     """
     cdef double h = 0.0, s
-    cdef Py_ssize_t p
-    for p in range(n_all):
-        s = _sigmoid(t[active[p]])
-        h += c[active[p]] * s * (1.0 - s)
+    cdef Py_ssize_t i, o
+    for i in range(n):
+        o = i * LANES + l
+        if ws.c[o] > 0:
+            s = _sigmoid(ws.t[o])
+            h += ws.c[o] * s * (1.0 - s)
     if h * 1e12 <= scale:
         return 1e12
     return scale / h
 
 
-cdef inline void _reactivate(Py_ssize_t n_all, int *active, Py_ssize_t *n_act,
-                             const double *c, const double *z, const double *t, double shift,
-                             const double[::1] xmax, double eps) noexcept nogil:
-    """Put first in ``active`` the samples whose mismatch at logits ``z + shift`` exceeds ``eps``."""
-    cdef Py_ssize_t p, i, m = 0
-    cdef int swap
-    for p in range(n_all):
-        i = active[p]
-        if c[i] * fabs(_sigmoid_diff(z[i] + shift, t[i])) * xmax[i] > eps:
-            swap = active[m]
-            active[m] = <int>i
-            active[p] = swap
+cdef void _reactivate(Py_ssize_t n, Workspace *ws, int l, const double *logits,
+                      double shift, const double[::1] xmax, double eps) noexcept nogil:
+    """Lane ``l``'s active samples: those whose mismatch at ``logits + shift`` exceeds ``eps``."""
+    cdef unsigned char bit = <unsigned char>(1u << l)
+    cdef Py_ssize_t i, o
+    for i in range(n):
+        o = i * LANES + l
+        if ws.c[o] > 0 and ws.c[o] * fabs(_sigmoid_diff(logits[o] + shift, ws.t[o])) * xmax[i] > eps:
+            ws.mask[i] |= bit
+        else:
+            ws.mask[i] &= ~bit
+
+
+cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noexcept nogil:
+    """The epochs' samples: those active in a running lane."""
+    cdef Py_ssize_t i, m = 0
+    for i in range(n):
+        if ws.mask[i] & running:
+            ws.active[m] = <int>i
             m += 1
-    n_act[0] = m
+    ws.n_act = m
 
 
-cdef int _fit_label(const index_t[::1] indptr, const index_t[::1] indices,
-                    const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j,
-                    const double[::1] sqnorm, const double[::1] xmax,
-                    const double[::1] sw, double pw, double smoothing, double alpha,
-                    const double[::1] col, double[:, ::1] W, double *b_io, bint fit_b,
-                    double rho_scale, double eps_factor, double tol, int max_epochs,
-                    double *f_out,
-                    unsigned char *conv_out,
-                    double *t, double *c, double *q, double *sw_c, int *active,
-                    double *w, double *g, double *z, long long *visits) noexcept nogil:
-    """Fit label ``j``; its coefficients go to ``W[j]``; returns the epochs run."""
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], i, p, k, n_all = 0, n_act
-    cdef double y, a, b = b_io[0], G, R, tnew, delta, viol, maxviol, sum_a = 0.0
-    cdef double eps, eps_min, rho = 0.0
-    cdef double f, gb, decrease, decrease_b, gmax, gmax_w, prev_gb = 1e300, shift
-    cdef int epoch = 0, swap, start_zero, intercept_off
-    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(j + 1) * 2654435761ULL)
-    conv_out[0] = 0
-    visits[0] = 0
-    # Per-sample weights and targets of this label.
+cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
+                      const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
+                      int width, const double[::1] sw, const double[::1] pw,
+                      double smoothing, double alpha, const double[:, ::1] W,
+                      const double[::1] b0, bint fit_b, double rho_scale, double eps_factor,
+                      double tol, Workspace *ws, Lanes *ln) noexcept nogil:
+    """Lanes ``0 .. width-1`` take labels ``j0 ..``; their dual start is the primal start's.
+
+    The dual point of ``(W[j], b[j])`` has ``t_i = z_i``; its weights are
+    ``sum_i a_i x_i`` (equal to ``W[j]`` only at the optimum).
+    """
+    cdef Py_ssize_t n = sw.shape[0], d = W.shape[1], i, k, o
+    cdef double y, a
+    cdef double G[LANES]
+    cdef double r[LANES]
+    cdef int l, start_zero = 1
+    for l in range(LANES):
+        ln.n_all[l] = 0
+        ln.state[l] = RUNNING if l < width else DONE
+        ln.epochs[l] = 0
+        ln.converged[l] = 0
+        ln.visits[l] = 0
+        ln.b[l] = b0[j0 + l] if l < width and fit_b else 0.0
+        ln.rho[l] = 0.0
+        ln.sum_a[l] = 0.0
+        ln.eps[l] = 0.0
+        ln.eps_min[l] = 0.0
+        ln.prev_gb[l] = 1e300
+        ln.maxviol[l] = 0.0
+        ln.f[l] = 0.0
     for i in range(n):
-        y = <double>Y[i, j]
-        y = y * (1.0 - smoothing) + 0.5 * smoothing
-        a = pw * y + 1.0 - y
-        sw_c[i] = sw[i] * a
-        c[i] = sw_c[i] / alpha
-        q[i] = pw * y / a if a > 0 else 0.0
-        if c[i] > 0:
-            active[n_all] = <int>i
-            n_all += 1
-    # Start: the dual point of the primal start (W[j], b), t_i = z_i.
-    start_zero = 1
-    for k in range(d):
-        w[k] = W[j, k]
-        if w[k] != 0:
-            start_zero = 0
-    for i in range(n):
-        t[i] = b if start_zero else _row_dot(indptr, indices, data, i, w) + b
-    for k in range(d):
-        w[k] = 0.0
-    for i in range(n):
-        if c[i] > 0:
-            a = c[i] * (q[i] - _sigmoid(t[i]))
-            sum_a += a
-            _row_axpy(indptr, indices, data, i, a, w)
-    # A sample's share of the primal gradient, in the units of P, below
-    # which it needs no visit: the gradient's tolerance over the samples
-    # (the intercept's gradient sums them all), eps_factor times.
-    eps = eps_factor * tol / alpha / (n_all if n_all > 0 else 1)
-    eps_min = 1e-8 * eps
-    if fit_b:
-        rho = _penalty_weight(rho_scale, n_all, active, c, t)
-        b += rho * sum_a  # b = lambda + rho sum_a, lambda the start
-    n_act = n_all
-    while epoch < max_epochs:
-        epoch += 1
-        # A random order each epoch (Fisher-Yates on the active samples).
-        for p in range(n_act - 1, 0, -1):
-            k = <Py_ssize_t>(_xorshift(&rng) % <unsigned long long>(p + 1))
-            swap = active[p]
-            active[p] = active[k]
-            active[k] = swap
-        maxviol = 0.0
-        p = 0
-        while p < n_act:
-            i = active[p]
-            G = _row_dot(indptr, indices, data, i, w) + b
-            visits[0] += 1
-            viol = c[i] * fabs(_sigmoid_diff(G, t[i])) * xmax[i]
-            if viol <= eps and epoch > 1:
-                # Shrink: met the tolerance; back only after a failed check.
-                n_act -= 1
-                active[p] = active[n_act]
-                active[n_act] = <int>i
+        ws.mask[i] = 0
+        for l in range(LANES):
+            o = i * LANES + l
+            ws.c[o] = 0.0
+            ws.q[o] = 0.0
+            if l >= width:
                 continue
-            if viol > maxviol:
-                maxviol = viol
-            a = c[i] * (sqnorm[i] + rho)
-            R = G + a * _sigmoid(t[i])
-            tnew = _solve_logit(R, a, t[i])
-            delta = c[i] * _sigmoid_diff(t[i], tnew)
-            if delta != 0:
-                _row_axpy(indptr, indices, data, i, delta, w)
-                sum_a += delta
-                b += rho * delta
-            t[i] = tnew
-            p += 1
-        if maxviol > eps:
-            continue
-        if fit_b and fabs(sum_a) > 0.5 * tol / alpha:
-            # The dual is far from sum_i a_i = 0: a multiplier update without
-            # an exact pass. At this point t_i ~ z_i, so the samples the
-            # shift disturbs are known without one.
-            rho = _penalty_weight(rho_scale, n_all, active, c, t)
-            shift = rho * sum_a
-            b += shift
-            _reactivate(n_all, active, &n_act, c, t, t, shift, xmax, eps)
-            continue
-        gmax = _verify(indptr, indices, data, n, d, c, q, sw_c, col, alpha, b, fit_b,
-                       w, g, z, &f, &gb, &decrease, &gmax_w, &decrease_b)
-        visits[0] += n_all
-        f_out[0] = f
-        if gmax <= tol and decrease <= tol * (f if f > tol else tol):
-            conv_out[0] = 1
-            break
-        # Not yet. The multiplier update of the augmented Lagrangian if the
-        # intercept is off (the intercept reached becomes the centre), a
-        # tighter tolerance if the weights are or the intercept stalls, and
-        # back to the epochs with the samples the exact logits show off.
-        shift = 0.0
-        intercept_off = fit_b and (fabs(gb) > tol or
-                                   decrease_b > 0.5 * tol * (f if f > tol else tol))
-        if intercept_off:
-            rho = _penalty_weight(rho_scale, n_all, active, c, t)
-            shift = rho * sum_a
-            b += shift
-        if (gmax_w > tol or not intercept_off or fabs(gb) > 0.9 * prev_gb) and eps > eps_min:
-            eps *= 0.1
-        prev_gb = fabs(gb)
-        _reactivate(n_all, active, &n_act, c, z, t, shift, xmax, eps)
+            y = <double>Y[i, j0 + l]
+            y = y * (1.0 - smoothing) + 0.5 * smoothing
+            a = pw[j0 + l] * y + 1.0 - y
+            ws.c[o] = sw[i] * a / alpha
+            ws.q[o] = pw[j0 + l] * y / a if a > 0 else 0.0
+            if ws.c[o] > 0:
+                ws.mask[i] |= <unsigned char>(1u << l)
+                ln.n_all[l] += 1
     for k in range(d):
-        W[j, k] = w[k]
-    b_io[0] = b
-    if not conv_out[0]:
-        _verify(indptr, indices, data, n, d, c, q, sw_c, col, alpha, b, fit_b,
-                w, g, z, &f, &gb, &decrease, &gmax_w, &decrease_b)
-        f_out[0] = f
-    return epoch
+        for l in range(LANES):
+            ws.w[k * LANES + l] = W[j0 + l, k] if l < width else 0.0
+            if ws.w[k * LANES + l] != 0:
+                start_zero = 0
+    for l in range(LANES):
+        G[l] = 0.0
+    for i in range(n):
+        if not start_zero:
+            _row_dots(indptr, indices, data, i, ws.w, G)
+        for l in range(LANES):
+            ws.t[i * LANES + l] = G[l] + ln.b[l]
+    for k in range(d * LANES):
+        ws.w[k] = 0.0
+    for i in range(n):
+        for l in range(LANES):
+            o = i * LANES + l
+            r[l] = ws.c[o] * (ws.q[o] - _sigmoid(ws.t[o])) if ws.c[o] > 0 else 0.0
+            ln.sum_a[l] += r[l]
+        _row_axpys(indptr, indices, data, i, r, ws.w)
+    for l in range(width):
+        # A sample's share of the primal gradient, in the units of P, below
+        # which it needs no visit: the gradient's tolerance over the samples
+        # (the intercept's gradient sums them all), eps_factor times.
+        ln.eps[l] = eps_factor * tol / alpha / (ln.n_all[l] if ln.n_all[l] > 0 else 1)
+        ln.eps_min[l] = 1e-8 * ln.eps[l]
+        if fit_b:
+            ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+            ln.b[l] += ln.rho[l] * ln.sum_a[l]  # b = lambda + rho sum_a, lambda the start
+    _gather_active(n, ws, _lanes_in(ln, RUNNING))
+
+
+cdef void _epoch(const index_t[::1] indptr, const index_t[::1] indices,
+                 const data_t[::1] data, const double[::1] sqnorm, const double[::1] xmax,
+                 Workspace *ws, Lanes *ln, unsigned int running,
+                 unsigned long long *rng) noexcept nogil:
+    """One pass of coordinate steps over the running lanes' active samples, in a random order."""
+    cdef Py_ssize_t p, k, i, o
+    cdef int l, swap, moved
+    cdef unsigned int live
+    cdef double G[LANES]
+    cdef double delta[LANES]
+    cdef double z, viol, a, R, tnew, step
+    # A random order each epoch (Fisher-Yates on the active samples).
+    for p in range(ws.n_act - 1, 0, -1):
+        k = <Py_ssize_t>(_xorshift(rng) % <unsigned long long>(p + 1))
+        swap = ws.active[p]
+        ws.active[p] = ws.active[k]
+        ws.active[k] = swap
+    for l in range(LANES):
+        if running >> l & 1:
+            ln.maxviol[l] = 0.0
+            ln.epochs[l] += 1
+    p = 0
+    while p < ws.n_act:
+        i = ws.active[p]
+        live = ws.mask[i] & running
+        if live == 0:
+            ws.n_act -= 1
+            ws.active[p] = ws.active[ws.n_act]
+            continue
+        _row_dots(indptr, indices, data, i, ws.w, G)
+        moved = 0
+        for l in range(LANES):
+            delta[l] = 0.0
+            if not (live >> l & 1):
+                continue
+            o = i * LANES + l
+            z = G[l] + ln.b[l]
+            ln.visits[l] += 1
+            viol = ws.c[o] * fabs(_sigmoid_diff(z, ws.t[o])) * xmax[i]
+            if viol <= ln.eps[l] and ln.epochs[l] > 1:
+                # Shrink: met the tolerance; back only after a failed check.
+                ws.mask[i] &= <unsigned char>~(1u << l)
+                continue
+            if viol > ln.maxviol[l]:
+                ln.maxviol[l] = viol
+            a = ws.c[o] * (sqnorm[i] + ln.rho[l])
+            R = z + a * _sigmoid(ws.t[o])
+            tnew = _solve_logit(R, a, ws.t[o])
+            step = ws.c[o] * _sigmoid_diff(ws.t[o], tnew)
+            ws.t[o] = tnew
+            if step != 0:
+                delta[l] = step
+                ln.sum_a[l] += step
+                ln.b[l] += ln.rho[l] * step
+                moved = 1
+        if moved:
+            _row_axpys(indptr, indices, data, i, delta, ws.w)
+        if ws.mask[i] & running == 0:
+            ws.n_act -= 1
+            ws.active[p] = ws.active[ws.n_act]
+            continue
+        p += 1
+
+
+cdef void _exact_pass(const index_t[::1] indptr, const index_t[::1] indices,
+                      const data_t[::1] data, const double[::1] col, double alpha,
+                      bint fit_b, unsigned int lanes, Workspace *ws, Lanes *ln,
+                      double *gmax, double *gmax_w, double *gb, double *decrease,
+                      double *decrease_b) noexcept nogil:
+    """Exact objective and gradient (in the units of ``f``) of the lanes in ``lanes``, in one pass.
+
+    The objective goes to ``ln.f``, the logits to ``ws.z`` (for the choice
+    of the samples to revisit), the gradient's max-norm to ``gmax`` (and
+    without the intercept's to ``gmax_w``), the intercept's gradient to
+    ``gb``, and the decrease a Newton step on the Hessian's diagonal
+    predicts (the estimator's second stopping test) to ``decrease`` (the
+    intercept's share in ``decrease_b``). ``c_i * alpha`` is the sample's
+    weight in ``f``.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1, d = col.shape[0], i, k, o
+    cdef double G[LANES]
+    cdef double r[LANES]
+    cdef double loss[LANES]
+    cdef double curvature[LANES]
+    cdef double sq[LANES]
+    cdef double dec[LANES]
+    cdef double z, s, weight, gk
+    cdef int l, any_r
+    for l in range(LANES):
+        loss[l] = 0.0
+        curvature[l] = 0.0
+        sq[l] = 0.0
+        dec[l] = 0.0
+        gb[l] = 0.0
+        gmax_w[l] = 0.0
+    for k in range(d):
+        for l in range(LANES):
+            o = k * LANES + l
+            ws.g[o] = alpha * ws.w[o]
+            sq[l] += ws.w[o] * ws.w[o]
+    for i in range(n):
+        _row_dots(indptr, indices, data, i, ws.w, G)
+        any_r = 0
+        for l in range(LANES):
+            r[l] = 0.0
+            o = i * LANES + l
+            if not (lanes >> l & 1) or ws.c[o] == 0:
+                continue
+            weight = ws.c[o] * alpha
+            z = G[l] + ln.b[l]
+            ws.z[o] = z
+            s = _sigmoid(z)
+            loss[l] += weight * (_log1pexp(z) - ws.q[o] * z)
+            r[l] = weight * (s - ws.q[o])
+            curvature[l] += weight * s * (1.0 - s)
+            gb[l] += r[l]
+            any_r = 1
+        if any_r:
+            _row_axpys(indptr, indices, data, i, r, ws.g)
+    for k in range(d):
+        for l in range(LANES):
+            gk = ws.g[k * LANES + l]
+            if fabs(gk) > gmax_w[l]:
+                gmax_w[l] = fabs(gk)
+            if gk != 0:
+                dec[l] += gk * gk / (curvature[l] * col[k] + alpha)
+    for l in range(LANES):
+        if not (lanes >> l & 1):
+            continue
+        gmax[l] = gmax_w[l]
+        decrease_b[l] = 0.0
+        if fit_b:
+            if fabs(gb[l]) > gmax[l]:
+                gmax[l] = fabs(gb[l])
+            if gb[l] != 0:
+                decrease_b[l] = 0.5 * (gb[l] * gb[l] / curvature[l] if curvature[l] > 0 else 1e300)
+        else:
+            gb[l] = 0.0
+        ln.f[l] = loss[l] + 0.5 * alpha * sq[l]
+        decrease[l] = 0.5 * dec[l] + decrease_b[l]
+        ln.visits[l] += ln.n_all[l]
+
+
+cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
+                     const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
+                     int width, const double[::1] sqnorm, const double[::1] xmax,
+                     const double[::1] sw, const double[::1] pw, double smoothing,
+                     double alpha, const double[::1] col, double[:, ::1] W, double[::1] b,
+                     bint fit_b, double rho_scale, double eps_factor, double tol,
+                     int max_epochs, double[::1] f_out, int[::1] epochs_out,
+                     long long[::1] visits_out, unsigned char[::1] converged_out,
+                     double *buffer, unsigned char *mask, int *active) noexcept nogil:
+    """Fit labels ``j0 .. j0+width-1`` together; their coefficients go to ``W`` and ``b``.
+
+    ``buffer`` holds ``(4 n + 2 d) LANES`` doubles, ``mask`` and ``active``
+    ``n`` entries: the thread's workspace.
+    """
+    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k
+    cdef Workspace workspace
+    cdef Workspace *ws = &workspace
+    cdef Lanes ln
+    cdef unsigned int running, waiting
+    cdef int l, regather
+    cdef double gmax[LANES]
+    cdef double gmax_w[LANES]
+    cdef double gb[LANES]
+    cdef double decrease[LANES]
+    cdef double decrease_b[LANES]
+    cdef double shift, f_scale
+    cdef bint intercept_off
+    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(j0 + 1) * 2654435761ULL)
+    ws.t = buffer
+    ws.c = ws.t + n * LANES
+    ws.q = ws.c + n * LANES
+    ws.z = ws.q + n * LANES
+    ws.w = ws.z + n * LANES
+    ws.g = ws.w + d * LANES
+    ws.mask = mask
+    ws.active = active
+    ws.n_act = 0
+    _load_block(indptr, indices, data, Y, j0, width, sw, pw, smoothing, alpha, W, b, fit_b,
+                rho_scale, eps_factor, tol, ws, &ln)
+    while True:
+        running = _lanes_in(&ln, RUNNING)
+        if running:
+            _epoch(indptr, indices, data, sqnorm, xmax, ws, &ln, running, &rng)
+            regather = 0
+            for l in range(LANES):
+                if not (running >> l & 1):
+                    continue
+                if ln.maxviol[l] > ln.eps[l]:
+                    if ln.epochs[l] >= max_epochs:
+                        ln.state[l] = WAITING  # its last exact pass
+                    continue
+                if fit_b and fabs(ln.sum_a[l]) > 0.5 * tol / alpha and ln.epochs[l] < max_epochs:
+                    # The dual is far from sum_i a_i = 0: a multiplier update
+                    # without an exact pass. At this point t_i ~ z_i, so the
+                    # samples the shift disturbs are known without one.
+                    ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+                    shift = ln.rho[l] * ln.sum_a[l]
+                    ln.b[l] += shift
+                    _reactivate(n, ws, l, ws.t, shift, xmax, ln.eps[l])
+                    regather = 1
+                    continue
+                ln.state[l] = WAITING
+            if regather:
+                _gather_active(n, ws, _lanes_in(&ln, RUNNING))
+            continue
+        waiting = _lanes_in(&ln, WAITING)
+        if not waiting:
+            break
+        # Every lane waits: one exact pass checks them all.
+        _exact_pass(indptr, indices, data, col, alpha, fit_b, waiting, ws, &ln,
+                    gmax, gmax_w, gb, decrease, decrease_b)
+        for l in range(LANES):
+            if not (waiting >> l & 1):
+                continue
+            f_scale = ln.f[l] if ln.f[l] > tol else tol
+            if gmax[l] <= tol and decrease[l] <= tol * f_scale:
+                ln.converged[l] = 1
+                ln.state[l] = DONE
+                continue
+            if ln.epochs[l] >= max_epochs:
+                ln.state[l] = DONE
+                continue
+            # Not yet. The multiplier update of the augmented Lagrangian if
+            # the intercept is off (the intercept reached becomes the
+            # centre), a tighter tolerance if the weights are or the
+            # intercept stalls, and back to the epochs with the samples the
+            # exact logits show off.
+            shift = 0.0
+            intercept_off = fit_b and (fabs(gb[l]) > tol or
+                                       decrease_b[l] > 0.5 * tol * f_scale)
+            if intercept_off:
+                ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+                shift = ln.rho[l] * ln.sum_a[l]
+                ln.b[l] += shift
+            if ((gmax_w[l] > tol or not intercept_off or fabs(gb[l]) > 0.9 * ln.prev_gb[l])
+                    and ln.eps[l] > ln.eps_min[l]):
+                ln.eps[l] *= 0.1
+            ln.prev_gb[l] = fabs(gb[l])
+            _reactivate(n, ws, l, ws.z, shift, xmax, ln.eps[l])
+            ln.state[l] = RUNNING
+        _gather_active(n, ws, _lanes_in(&ln, RUNNING))
+    for k in range(d):
+        for l in range(width):
+            W[j0 + l, k] = ws.w[k * LANES + l]
+    for l in range(width):
+        b[j0 + l] = ln.b[l]
+        f_out[j0 + l] = ln.f[l]
+        epochs_out[j0 + l] = ln.epochs[l]
+        visits_out[j0 + l] = ln.visits[l]
+        converged_out[j0 + l] = ln.converged[l]
 
 
 def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[::1] data,
@@ -374,37 +609,41 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     1); ``pw`` the positive weight of each label; ``col`` ``sum_i s_i
     x_ik^2``. ``W`` (n_labels, n_features) and ``b`` hold the start and
     receive the solution; ``f`` the objective of each label, ``epochs`` the
-    epochs it took and ``converged`` whether it met the stopping rule
-    (gradient max-norm and predicted decrease, see the module docstring).
-    ``alpha`` must be positive. Validated by the caller.
+    epochs it took, ``visits`` the rows it visited (the exact passes'
+    included) and ``converged`` whether it met the stopping rule (gradient
+    max-norm and predicted decrease, see the module docstring). ``alpha``
+    must be positive. Validated by the caller.
     """
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = W.shape[0], j
-    cdef double *t
-    cdef double *c
-    cdef double *q
-    cdef double *sw_c
-    cdef double *w
-    cdef double *g
-    cdef double *z
+    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = W.shape[0], blk, n_blocks
+    cdef int width, threads, failed = 0
+    cdef int *failed_flag = &failed  # written through a pointer: shared by the threads
+    cdef double *buffer
+    cdef unsigned char *mask
     cdef int *active
-    cdef double *bp = &b[0] if k > 0 else NULL
-    cdef double *fp = &f[0] if k > 0 else NULL
-    cdef unsigned char *cp = &converged[0] if k > 0 else NULL
     if k == 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        t = <double *> malloc((5 * n + 2 * d + 1) * sizeof(double))
+    # Blocks of 8 labels, narrower when there are too few labels to give
+    # every thread a block; no more threads than blocks.
+    threads = max(1, n_threads)
+    width = <int>min(<Py_ssize_t>LANES, max(<Py_ssize_t>1, (k + threads - 1) // threads))
+    n_blocks = (k + width - 1) // width
+    threads = <int>min(<Py_ssize_t>threads, n_blocks)
+    with nogil, parallel(num_threads=threads):
+        buffer = <double *> malloc((4 * n + 2 * d) * LANES * sizeof(double))
+        mask = <unsigned char *> malloc((n + 1) * sizeof(unsigned char))
         active = <int *> malloc((n + 1) * sizeof(int))
-        c = t + n
-        q = c + n
-        sw_c = q + n
-        w = sw_c + n
-        g = w + d
-        z = g + d
-        for j in prange(k, schedule="dynamic", chunksize=1):
-            epochs[j] = _fit_label(indptr, indices, data, Y, j, sqnorm, xmax, sw, pw[j],
-                                   smoothing, alpha, col, W, bp + j, fit_intercept, rho,
-                                   eps_factor, tol, max_epochs, fp + j, cp + j, t, c, q, sw_c, active, w, g,
-                                   z, &visits[j])
+        if buffer == NULL or mask == NULL or active == NULL:
+            failed_flag[0] = 1
+        for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
+            if buffer != NULL and mask != NULL and active != NULL:
+                _fit_block(indptr, indices, data, Y, blk * width,
+                           <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
+                           smoothing, alpha, col, W, b, fit_intercept, rho, eps_factor, tol,
+                           max_epochs, f, epochs, visits, converged, buffer, mask, active)
         free(active)
-        free(t)
+        free(mask)
+        free(buffer)
+    if failed:
+        raise MemoryError(
+            f"dual_cd: could not allocate its working arrays "
+            f"({(4 * n + 2 * d) * LANES * 8 / 2**20:.1f} MiB a thread)")
