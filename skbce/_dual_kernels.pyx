@@ -58,6 +58,11 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport exp, fabs, log1p, sqrt
 from libc.stdlib cimport free, malloc
 
+cdef extern from "<stdlib.h>" nogil:
+    # C11; its size must be a multiple of the alignment.
+    void *aligned_alloc(size_t alignment, size_t size)
+from skbce._tiles cimport *
+
 import numpy as np
 
 cdef enum:
@@ -105,65 +110,79 @@ cdef inline double _sigmoid_diff(double t0, double t1) noexcept nogil:
     return _sigmoid(t0) - _sigmoid(t1)
 
 
-cdef inline double _solve_logit(double R, double A, double t) noexcept nogil:
+cdef inline double _solve_logit(double R, double A, double t, double *s_io, double scale,
+                               double eps) noexcept nogil:
     """The root of ``t + A sigmoid(t) = R`` (``A >= 0``), Newton from ``t``.
 
+    ``s_io`` holds ``sigmoid(t)`` and receives the sigmoid of the root returned.
+
     The left side rises with slope in [1, 1 + A/4], so the root lies in
-    ``[R - A, R]``; a step leaving that bracket bisects it instead.
+    ``[R - A, R]``; a step leaving that bracket bisects it instead. The
+    solve stops as soon as its error is below what the epochs can see: at
+    the root, ``t`` equals the sample's new logit ``G``, and a residual
+    ``r`` (in logits) leaves the sample a mismatch of about ``scale *
+    sigmoid'(t) * |r|`` (``scale = c_i max_k |x_ik|``); half the epoch's
+    tolerance ``eps`` is enough (``|r| <= 0.01`` keeps the first-order
+    estimate honest, and the final exact pass checks the result anyway).
     """
-    cdef double lo = R - A, hi = R, s, f, nt
+    cdef double lo = R - A, hi = R, f, nt, ds, s = s_io[0]
     cdef int it
     if t <= lo or t >= hi:
         t = 0.5 * (lo + hi)
-    for it in range(60):
         s = _sigmoid(t)
+    for it in range(60):
         f = t + A * s - R
         if f > 0:
             hi = t
         else:
             lo = t
-        nt = t - f / (1.0 + A * s * (1.0 - s))
+        ds = s * (1.0 - s)
+        if fabs(f) <= 0.01 and 1.02 * scale * ds * fabs(f) <= 0.5 * eps:
+            break
+        nt = t - f / (1.0 + A * ds)
         if nt <= lo or nt >= hi:
             nt = 0.5 * (lo + hi)
         if fabs(nt - t) <= 1e-13 * (1.0 + fabs(t)):
-            return nt
+            t = nt
+            s = _sigmoid(t)
+            break
         t = nt
+        s = _sigmoid(t)
+    s_io[0] = s
     return t
 
 
 cdef inline void _row_dots(const index_t[::1] indptr, const index_t[::1] indices,
                            const data_t[::1] data, Py_ssize_t i, const double *w,
                            double *out) noexcept nogil:
-    """``out[l] = x_i . w[:, l]`` for every lane; ``w`` is ``(n_features, LANES)``."""
-    cdef double acc[LANES]
-    cdef double v
+    """``out[l] = x_i . w[:, l]`` for every lane; ``w`` is ``(n_features, LANES)``.
+
+    The 8 lanes are two register tiles, held through the row's non-zeros.
+    """
+    cdef skbce_tile_d lo = skbce_tile_d_zero(), hi = skbce_tile_d_zero()
     cdef const double *wk
+    cdef double v
     cdef index_t p
-    cdef int l
-    for l in range(LANES):
-        acc[l] = 0.0
     for p in range(indptr[i], indptr[i + 1]):
         v = data[p]
         wk = w + <Py_ssize_t>indices[p] * LANES
-        for l in range(LANES):
-            acc[l] += v * wk[l]
-    for l in range(LANES):
-        out[l] = acc[l]
+        lo = skbce_tile_d_fma(lo, v, wk)
+        hi = skbce_tile_d_fma(hi, v, wk + 4)
+    skbce_tile_d_store(lo, out)
+    skbce_tile_d_store(hi, out + 4)
 
 
 cdef inline void _row_axpys(const index_t[::1] indptr, const index_t[::1] indices,
                             const data_t[::1] data, Py_ssize_t i, const double *scale,
                             double *w) noexcept nogil:
     """``w[:, l] += scale[l] * x_i`` for every lane."""
-    cdef double v
+    cdef skbce_tile_d lo = skbce_tile_d_load(scale), hi = skbce_tile_d_load(scale + 4)
     cdef double *wk
     cdef index_t p
-    cdef int l
     for p in range(indptr[i], indptr[i + 1]):
-        v = data[p]
         wk = w + <Py_ssize_t>indices[p] * LANES
-        for l in range(LANES):
-            wk[l] += scale[l] * v
+        skbce_tile_d_axpy(wk, <double>data[p], lo)
+        skbce_tile_d_axpy(wk + 4, <double>data[p], hi)
 
 
 cdef inline unsigned long long _xorshift(unsigned long long *state) noexcept nogil:
@@ -178,6 +197,7 @@ cdef inline unsigned long long _xorshift(unsigned long long *state) noexcept nog
 ctypedef struct Workspace:
     # Per (sample, lane), sample-major: a row's lanes share a cache line.
     double *t  # the dual variables' logits
+    double *s  # sigmoid(t), the dual variables' u: one exp per visit saved
     double *c  # the sample's weight in P (0: not in this lane's problem)
     double *q  # the sample's target
     double *z  # the logits of the last exact pass
@@ -231,7 +251,7 @@ cdef double _penalty_weight(double scale, Py_ssize_t n, const Workspace *ws,
     for i in range(n):
         o = i * LANES + l
         if ws.c[o] > 0:
-            s = _sigmoid(ws.t[o])
+            s = ws.s[o]
             h += ws.c[o] * s * (1.0 - s)
     if h * 1e12 <= scale:
         return 1e12
@@ -245,7 +265,7 @@ cdef void _reactivate(Py_ssize_t n, Workspace *ws, int l, const double *logits,
     cdef Py_ssize_t i, o
     for i in range(n):
         o = i * LANES + l
-        if ws.c[o] > 0 and ws.c[o] * fabs(_sigmoid_diff(logits[o] + shift, ws.t[o])) * xmax[i] > eps:
+        if ws.c[o] > 0 and ws.c[o] * fabs(_sigmoid(logits[o] + shift) - ws.s[o]) * xmax[i] > eps:
             ws.mask[i] |= bit
         else:
             ws.mask[i] &= ~bit
@@ -319,12 +339,13 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
             _row_dots(indptr, indices, data, i, ws.w, G)
         for l in range(LANES):
             ws.t[i * LANES + l] = G[l] + ln.b[l]
+            ws.s[i * LANES + l] = _sigmoid(G[l] + ln.b[l])
     for k in range(d * LANES):
         ws.w[k] = 0.0
     for i in range(n):
         for l in range(LANES):
             o = i * LANES + l
-            r[l] = ws.c[o] * (ws.q[o] - _sigmoid(ws.t[o])) if ws.c[o] > 0 else 0.0
+            r[l] = ws.c[o] * (ws.q[o] - ws.s[o]) if ws.c[o] > 0 else 0.0
             ln.sum_a[l] += r[l]
         _row_axpys(indptr, indices, data, i, r, ws.w)
     for l in range(width):
@@ -349,7 +370,7 @@ cdef void _epoch(const index_t[::1] indptr, const index_t[::1] indices,
     cdef unsigned int live
     cdef double G[LANES]
     cdef double delta[LANES]
-    cdef double z, viol, a, R, tnew, step
+    cdef double z, st, snew, viol, a, R, tnew, step
     # A random order each epoch (Fisher-Yates on the active samples).
     for p in range(ws.n_act - 1, 0, -1):
         k = <Py_ssize_t>(_xorshift(rng) % <unsigned long long>(p + 1))
@@ -377,18 +398,24 @@ cdef void _epoch(const index_t[::1] indptr, const index_t[::1] indices,
             o = i * LANES + l
             z = G[l] + ln.b[l]
             ln.visits[l] += 1
-            viol = ws.c[o] * fabs(_sigmoid_diff(z, ws.t[o])) * xmax[i]
-            if viol <= ln.eps[l] and ln.epochs[l] > 1:
+            st = ws.s[o]
+            viol = ws.c[o] * fabs(_sigmoid(z) - st) * xmax[i]
+            if viol <= ln.eps[l]:
                 # Shrink: met the tolerance; back only after a failed check.
                 ws.mask[i] &= <unsigned char>~(1u << l)
                 continue
             if viol > ln.maxviol[l]:
                 ln.maxviol[l] = viol
             a = ws.c[o] * (sqnorm[i] + ln.rho[l])
-            R = z + a * _sigmoid(ws.t[o])
-            tnew = _solve_logit(R, a, ws.t[o])
-            step = ws.c[o] * _sigmoid_diff(ws.t[o], tnew)
+            R = z + a * st
+            snew = st
+            tnew = _solve_logit(R, a, ws.t[o], &snew, ws.c[o] * xmax[i], ln.eps[l])
+            # u's change, from the cached sigmoids: near u = 1 the
+            # difference loses relative digits, not absolute ones, and
+            # only its absolute size reaches the weights.
+            step = ws.c[o] * (st - snew)
             ws.t[o] = tnew
+            ws.s[o] = snew
             if step != 0:
                 delta[l] = step
                 ln.sum_a[l] += step
@@ -493,7 +520,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      double *buffer, unsigned char *mask, int *active) noexcept nogil:
     """Fit labels ``j0 .. j0+width-1`` together; their coefficients go to ``W`` and ``b``.
 
-    ``buffer`` holds ``(4 n + 2 d) LANES`` doubles, ``mask`` and ``active``
+    ``buffer`` holds ``(5 n + 2 d) LANES`` doubles, ``mask`` and ``active``
     ``n`` entries: the thread's workspace.
     """
     cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k
@@ -507,11 +534,12 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     cdef double gb[LANES]
     cdef double decrease[LANES]
     cdef double decrease_b[LANES]
-    cdef double shift, f_scale
-    cdef bint intercept_off
+    cdef double shift, f_scale, decrease_w, factor
+    cdef bint intercept_off, weights_off
     cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(j0 + 1) * 2654435761ULL)
     ws.t = buffer
-    ws.c = ws.t + n * LANES
+    ws.s = ws.t + n * LANES
+    ws.c = ws.s + n * LANES
     ws.q = ws.c + n * LANES
     ws.z = ws.q + n * LANES
     ws.w = ws.z + n * LANES
@@ -576,9 +604,24 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                 ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
                 shift = ln.rho[l] * ln.sum_a[l]
                 ln.b[l] += shift
-            if ((gmax_w[l] > tol or not intercept_off or fabs(gb[l]) > 0.9 * ln.prev_gb[l])
+            # The weights' own test: their gradient and their share of the
+            # predicted decrease. Both shrink with the samples' tolerance,
+            # the gradient in proportion and the decrease (a sum of squared
+            # gradients) with its square: the next tolerance aims a
+            # quarter below the test, in one step where it can.
+            decrease_w = decrease[l] - decrease_b[l]
+            weights_off = gmax_w[l] > tol or decrease_w > 0.5 * tol * f_scale
+            if ((weights_off or not intercept_off or fabs(gb[l]) > 0.9 * ln.prev_gb[l])
                     and ln.eps[l] > ln.eps_min[l]):
-                ln.eps[l] *= 0.1
+                factor = 0.1
+                if weights_off:
+                    factor = 0.5
+                    if gmax_w[l] > tol:
+                        factor = min(factor, 0.25 * tol / gmax_w[l])
+                    if decrease_w > 0.5 * tol * f_scale:
+                        factor = min(factor, sqrt(0.25 * tol * f_scale / decrease_w))
+                    factor = max(factor, 0.01)
+                ln.eps[l] *= factor
             ln.prev_gb[l] = fabs(gb[l])
             _reactivate(n, ws, l, ws.z, shift, xmax, ln.eps[l])
             ln.state[l] = RUNNING
@@ -629,7 +672,9 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     n_blocks = (k + width - 1) // width
     threads = <int>min(<Py_ssize_t>threads, n_blocks)
     with nogil, parallel(num_threads=threads):
-        buffer = <double *> malloc((4 * n + 2 * d) * LANES * sizeof(double))
+        # Aligned to 64 bytes: a sample's or a feature's 8 lanes are then one
+        # cache line (LANES * 8 bytes), not two.
+        buffer = <double *> aligned_alloc(64, (5 * n + 2 * d) * LANES * sizeof(double))
         mask = <unsigned char *> malloc((n + 1) * sizeof(unsigned char))
         active = <int *> malloc((n + 1) * sizeof(int))
         if buffer == NULL or mask == NULL or active == NULL:
@@ -646,4 +691,4 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     if failed:
         raise MemoryError(
             f"dual_cd: could not allocate its working arrays "
-            f"({(4 * n + 2 * d) * LANES * 8 / 2**20:.1f} MiB a thread)")
+            f"({(5 * n + 2 * d) * LANES * 8 / 2**20:.1f} MiB a thread)")
