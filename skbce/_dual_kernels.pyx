@@ -167,6 +167,17 @@ cdef inline double _solve_logit(double R, double A, double t, double *s_io, doub
     return t
 
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define skbce_prefetch(p) __builtin_prefetch((const void *)(p))
+    #else
+    #define skbce_prefetch(p) ((void)0)
+    #endif
+    """
+    void skbce_prefetch(const void *p) noexcept nogil
+
+
 cdef inline void _row_dots(const index_t[::1] indptr, const index_t[::1] indices,
                            const data_t[::1] data, Py_ssize_t i, const double *w,
                            double *out) noexcept nogil:
@@ -238,6 +249,25 @@ ctypedef struct Lanes:
     double prev_gb[LANES]
     double maxviol[LANES]
     double f[LANES]
+
+
+cdef inline void _prefetch_row(const index_t[::1] indptr, const index_t[::1] indices,
+                               const data_t[::1] data, const Workspace *ws,
+                               Py_ssize_t i) noexcept nogil:
+    """Ask for row ``i``'s first non-zeros and its lanes' state ahead of its visit.
+
+    The epochs visit rows in a random order: without this, every row
+    starts with a cache miss on its indices, values and per-lane arrays,
+    which the hardware prefetcher only covers once a row is under way.
+    """
+    cdef index_t start = indptr[i]
+    skbce_prefetch(&indices[start])
+    skbce_prefetch(&indices[start] + 16)
+    skbce_prefetch(&data[start])
+    skbce_prefetch(&data[start] + 64 // sizeof(data_t))
+    skbce_prefetch(ws.c + i * LANES)
+    skbce_prefetch(ws.s + i * LANES)
+    skbce_prefetch(ws.t + i * LANES)
 
 
 cdef inline unsigned int _lanes_in(const Lanes *ln, int state) noexcept nogil:
@@ -403,6 +433,11 @@ cdef void _epoch(const index_t[::1] indptr, const index_t[::1] indices,
     p = 0
     while p < ws.n_act:
         i = ws.active[p]
+        if p + 1 < ws.n_act:
+            _prefetch_row(indptr, indices, data, ws, ws.active[p + 1])
+        if p + 2 < ws.n_act:
+            skbce_prefetch(&indptr[ws.active[p + 2]])
+            skbce_prefetch(&ws.mask[ws.active[p + 2]])
         live = ws.mask[i] & running
         if live == 0:
             ws.n_act -= 1
