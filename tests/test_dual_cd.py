@@ -158,10 +158,25 @@ def test_dual_cd_blocks_of_labels_and_partial_warm_start(n_jobs):
     assert_allclose(warm.coef_, model.coef_, atol=1e-5)
 
 
-def test_auto_keeps_newton_cg_for_sparse_many_labels():
-    """dual-cd is opt-in: "auto" does not pick it (it does not win the benchmark yet)."""
-    X, Y = _text_like(n=200, d=30, k=40, seed=6)
-    assert MultiLabelLogistic(max_iter=50).fit(X, Y).solver_ == "newton-cg"
+def test_auto_takes_dual_cd_for_many_rare_labels_on_sparse_x():
+    """"auto" takes dual-cd for many rare labels on a sparse X of mild curvature
+    (C |x_i|^2 small), and newton-cg for a dense X, frequent labels, few labels,
+    or a large C; either way the same model."""
+    X, Y = _text_like(n=400, d=60, k=40, seed=6)
+    rare = np.zeros_like(Y)
+    rng = np.random.default_rng(6)
+    for j in range(Y.shape[1]):
+        rare[rng.choice(len(Y), size=6, replace=False), j] = 1
+    model = MultiLabelLogistic(C=10.0, tol=1e-8, max_iter=2000).fit(X, rare)
+    assert model.solver_ == "dual-cd"
+    ref = MultiLabelLogistic(C=10.0, tol=1e-8, max_iter=2000, solver="newton-cg").fit(X, rare)
+    assert_allclose(_objective(model, X, rare, 10.0), _objective(ref, X, rare, 10.0), rtol=1e-8)
+    assert MultiLabelLogistic(C=10.0, max_iter=50).fit(X.toarray(), rare).solver_ == "newton-cg"
+    frequent = np.zeros_like(rare)
+    frequent[: len(Y) // 3] = 1
+    assert MultiLabelLogistic(C=10.0, max_iter=50).fit(X, frequent).solver_ == "newton-cg"
+    assert MultiLabelLogistic(C=10.0, max_iter=50).fit(X, rare[:, :8]).solver_ == "newton-cg"
+    assert MultiLabelLogistic(C=1e3, max_iter=50).fit(X, rare).solver_ == "newton-cg"
 
 
 def test_dual_cd_rejects_what_it_cannot_fit():

@@ -133,6 +133,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
                         epochs[block], visits[block], converged[block],
                         int(problem.n_threads))
         kernel_seconds += time.perf_counter() - start
+        del Y  # before the next block is made: one block in memory at a time
     if verbose and k:
         # Rows visited (one sparse dot product each, plus an axpy when the
         # row's dual variable moves), in passes over X: where the time goes.

@@ -31,6 +31,7 @@ from skbce.linear_model._solver_base import SolverResult
 from skbce.linear_model._solver_choice import (
     _LBFGS_BLOCK,
     _csr_pays,
+    _dual_cd_pays,
     _exact_newton_pays,
     memory_budget,
 )
@@ -369,14 +370,16 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         """Targets as an (n_samples, n_labels) array in [0, 1] (see :func:`encode_targets`)."""
         return encode_targets(self, y, classes, dtype, first)
 
-    def _resolved_solver(self, X=None, n_labels=None):
-        """The solver to use; ``"auto"`` resolved for ``X`` and ``n_labels`` when given."""
+    def _resolved_solver(self, X=None, Y=None):
+        """The solver to use; ``"auto"`` resolved for ``X`` and the encoded targets ``Y`` when given."""
         solver = self.solver
         if solver == "auto":
             if self.l1_ratio > 0:
                 return "gd"
-            if X is not None and _exact_newton_pays(X, n_labels):
+            if X is not None and _exact_newton_pays(X, Y.shape[1]):
                 return "newton-cholesky"
+            if X is not None and _dual_cd_pays(X, Y, self.C):
+                return "dual-cd"
             return "newton-cg"
         if solver == "dual-cd" and not np.isfinite(self.C):
             raise ValueError("solver='dual-cd' needs a finite C; use 'newton-cg' for C=inf.")
@@ -434,7 +437,7 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
             X, y = self._validate_X_y(X, y, reset=True)
             dtype = X.dtype.type
             Y = self._encode_targets(y, None, dtype, first=True)
-            solver = self._resolved_solver(X, Y.shape[1])
+            solver = self._resolved_solver(X, Y)
             if solver == "newton-cholesky" and sparse.issparse(X):
                 raise ValueError(
                     "solver='newton-cholesky' needs a dense X; use 'newton-cg' (or "
