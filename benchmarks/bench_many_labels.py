@@ -433,8 +433,6 @@ def main():
     for name in args.shapes:
         path = shape_data(name, args.scale, args.cache)
         print(f"\n## {name} (scale {args.scale:g}): {describe(path)}\n")
-        print("| method | fit s | peak RSS GB | P@1 | P@5 | note |")
-        print("|---|---|---|---|---|---|")
         best = {}
         for round_ in range(args.repeat):
             for method in args.methods:
@@ -444,6 +442,8 @@ def main():
                     print(f"# round {round_ + 1}: {method} {fit}", flush=True)
                 if "error" in r or method not in best or r["fit"] < best[method]["fit"]:
                     best[method] = r
+        print("| method | fit s | peak RSS GB | P@1 | P@5 | note |")
+        print("|---|---|---|---|---|---|")
         for method in args.methods:
             r = best[method]
             if "error" in r:
