@@ -1,7 +1,9 @@
 """Exact one-vs-rest on thousands of sparse labels: MultiLabelLogistic against the XMC peers.
 
 Run:  python benchmarks/bench_many_labels.py [--shapes eurlex ...] [--scale 0.33]
-      [--threads 2] [--C 10] [--methods skbce liblinear-s0 ...] [--peer-python PATH]
+      [--threads 2] [--C 10] [--methods skbce liblinear-s0 ...] [--repeat N]
+      [--peer-python PATH]
+      python benchmarks/bench_many_labels.py --memory-check SECONDS [--C 10]
 
 Each method is fitted once per shape in a subprocess of its own (data read
 from a cached ``.npz``), which reports its fit time, its peak resident memory
@@ -289,6 +291,84 @@ def top_k_blocks(decision, X, k=5, rows=2000):
                       for i in range(0, X.shape[0], rows)])
 
 
+def big_shape(n=100_000, n_features=20_000, row_nnz=100, n_labels=30_000, labels_per_row=5,
+              seed=0):
+    """Goal 2's memory shape: seeded random sparse rows and Zipf-distributed labels.
+
+    ``X``: CSR float32, ``row_nnz`` features a row drawn uniformly (repeats
+    merged), values uniform in [0.1, 1], rows l2-normalised. ``Y``: CSR
+    int8, ``labels_per_row`` labels a row drawn from a Zipf law over the
+    labels (a few frequent, most rare; repeats merged).
+    """
+    rng = np.random.default_rng(seed)
+    cols = rng.integers(0, n_features, size=(n, row_nnz))
+    X = sparse.csr_matrix((rng.uniform(0.1, 1.0, size=n * row_nnz).astype(np.float32),
+                           cols.ravel(), np.arange(n + 1) * row_nnz), shape=(n, n_features))
+    X.sum_duplicates()
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel())
+    X = (sparse.diags((1.0 / norms).astype(np.float32)) @ X).tocsr()
+    p = 1.0 / (1.0 + np.arange(n_labels))
+    labels = rng.choice(n_labels, size=(n, labels_per_row), p=p / p.sum())
+    Y = sparse.csr_matrix((np.ones(labels.size, dtype=np.int8), labels.ravel(),
+                           np.arange(n + 1) * labels_per_row), shape=(n, n_labels))
+    Y.sum_duplicates()
+    Y.data[:] = 1
+    return X, Y
+
+
+def memory_child(C, threads):
+    """Fit the big shape (CSR Y), printing progress; the parent samples the RSS."""
+    from skbce import MultiLabelLogistic
+
+    X, Y = big_shape()
+    print(f"PHASE data X {X.data.nbytes / 1e6:.0f} MB non-zeros, Y {Y.nnz} entries",
+          flush=True)
+    model = MultiLabelLogistic(C=C, n_jobs=threads, verbose=1)
+    print(f"PHASE fit starts; solver for auto: {model._resolved_solver(X, Y.tocsc())}",
+          flush=True)
+    start = time.perf_counter()
+    model.fit(X, Y)
+    print(f"PHASE fit done in {time.perf_counter() - start:.0f} s; coef_ {model.coef_.dtype} "
+          f"{model.coef_.nbytes / 1e9:.2f} GB", flush=True)
+
+
+def memory_check(args):
+    """Run :func:`memory_child` for at most ``args.memory_check`` seconds; report its peak RSS.
+
+    The resident set is read from ``/proc`` every second (the child's own
+    ``ru_maxrss`` is lost if it is stopped). dual-cd allocates its
+    coefficients, its workspace and its first block of dense targets before
+    the first label is fitted, so a run stopped early has already met the
+    fit's peak, short of what ends the fit (the estimator's attributes).
+    """
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "memory", "--data", "-",
+           "--C", str(args.C), "--threads", str(args.threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    os.set_blocking(proc.stdout.fileno(), False)
+    start, peak, lines = time.perf_counter(), 0, []
+    while proc.poll() is None and time.perf_counter() - start < args.memory_check:
+        try:
+            with open(f"/proc/{proc.pid}/status") as status:
+                rss = next(int(line.split()[1]) * 1024 for line in status
+                           if line.startswith("VmRSS"))
+            peak = max(peak, rss)
+        except (OSError, StopIteration):
+            pass
+        for line in (proc.stdout.read() or "").splitlines():
+            lines.append(f"{time.perf_counter() - start:7.0f} s  RSS {peak / 2**30:.2f} GiB  "
+                         f"{line}")
+            print(lines[-1], flush=True)
+        time.sleep(1.0)
+    finished = proc.poll() is not None
+    if not finished:
+        proc.kill()
+    proc.wait()
+    print(f"peak RSS {peak / 2**30:.2f} GiB over {time.perf_counter() - start:.0f} s "
+          f"({'fit finished' if finished else 'stopped before the end of the fit'})")
+
+
 # -- one method, in the child process ---------------------------------------
 
 def run_skbce(Xtr, Ytr, Xte, C, threads, solver="auto", verbose=0, fit_intercept=True):
@@ -354,6 +434,9 @@ def run_napkinxc(Xtr, Ytr, Xte, C, threads):
 
 
 def child(method, path, C, threads, verbose):
+    if method == "memory":
+        memory_child(C, threads)
+        return
     Xtr, Xte, Ytr, Yte = load(path)
     if method == "skbce":
         fit, top, extra = run_skbce(Xtr, Ytr, Xte, C, threads, verbose=verbose)
@@ -420,11 +503,17 @@ def main():
         "SKBCE_PEER_PYTHON", "/work/peers/bin/python"))
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(),
                                                         "skbce-bench-many-labels"))
+    parser.add_argument("--memory-check", type=float, metavar="SECONDS",
+                        help="fit the 100 000 x 20 000 x 30 000 memory shape (big_shape) "
+                             "for at most SECONDS and report the peak resident memory")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.data, args.C, args.threads, args.verbose)
+        return
+    if args.memory_check:
+        memory_check(args)
         return
     os.makedirs(args.cache, exist_ok=True)
     load_avg = os.getloadavg()

@@ -20,6 +20,8 @@ loop), the blocks spread over the OpenMP threads, each thread holding a few
 n_labels)`` array exists. Every label ends with one exact pass (objective
 and gradient) and the estimator's stopping rule, so the model is the one
 newton-cg reaches, to the same ``tol``. L2 penalty with ``C < inf`` only.
+``solver="auto"`` takes it where it wins (see
+:func:`skbce.linear_model._solver_choice._dual_cd_pays`).
 """
 
 import time

@@ -108,11 +108,12 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
           register-tiled kernel on blocks of rows) and solved by Cholesky.
           For a dense ``X`` with few features and few labels. L2 penalty
           only.
-        - ``"dual-cd"``: dual coordinate descent with shrinking, one label
-          per thread (liblinear's ``-s 7`` method, with the intercept kept
-          unpenalised by an augmented Lagrangian). Experimental: slower
-          than ``"newton-cg"`` on the many-label benchmark so far. L2
-          penalty with a finite ``C`` only; not on dask.
+        - ``"dual-cd"``: dual coordinate descent with shrinking
+          (liblinear's ``-s 7`` method, with the intercept kept
+          unpenalised by an augmented Lagrangian), labels in blocks of 8
+          that share each read of a row of ``X``, blocks over threads. For
+          many rare labels on a sparse ``X``. L2 penalty with a finite
+          ``C`` only; not on dask.
         - ``"lbfgs"``: scipy's L-BFGS-B on the joint objective. L2 penalty
           only.
         - ``"gd"``: accelerated proximal gradient descent (FISTA) with
@@ -121,8 +122,10 @@ class MultiLabelLogistic(ClassifierMixin, BaseEstimator):
         - ``"sgd"``: mini-batch stochastic gradient descent with a decaying
           step; :meth:`partial_fit`'s on a stream (see its Notes).
         - ``"auto"``: for ``l1_ratio=0``, ``"newton-cholesky"`` for one
-          label (a 1-D target) on a dense ``X`` with at most 64 features,
-          else ``"newton-cg"``; ``"gd"`` for ``l1_ratio > 0``.
+          label (a 1-D target) on a dense ``X`` with at most 64 features;
+          ``"dual-cd"`` on a sparse ``X`` with at least 32 labels whose
+          mean minority share is at most 5 % and ``C * mean(|x_i|^2) <=
+          100``; else ``"newton-cg"``. ``"gd"`` for ``l1_ratio > 0``.
 
     max_iter : int, default=1000
         Maximum number of iterations (epochs for ``"sgd"``).
