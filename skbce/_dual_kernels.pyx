@@ -303,17 +303,31 @@ cdef double _penalty_weight(double scale, Py_ssize_t n, const Workspace *ws,
     return scale / h
 
 
-cdef void _reactivate(Py_ssize_t n, Workspace *ws, int l, const double *logits,
-                      double shift, const double[::1] xmax, double eps) noexcept nogil:
-    """Lane ``l``'s active samples: those whose mismatch at ``logits + shift`` exceeds ``eps``."""
-    cdef unsigned char bit = <unsigned char>(1u << l)
+cdef void _reactivate(Py_ssize_t n, Workspace *ws, unsigned int lanes, const double *logits,
+                      const double *shift, const double[::1] xmax,
+                      const double *eps) noexcept nogil:
+    """The active samples of the lanes in ``lanes``: those whose mismatch exceeds ``eps[l]``.
+
+    The mismatch is taken at the logits ``logits + shift[l]``, against each
+    sample's dual variable. One pass for all the lanes: their sigmoids are
+    one vector loop a row. Other lanes' bits are left as they are.
+    """
     cdef Py_ssize_t i, o
+    cdef double over[LANES]
+    cdef double xm
+    cdef unsigned int bits
+    cdef int l
     for i in range(n):
-        o = i * LANES + l
-        if ws.c[o] > 0 and ws.c[o] * fabs(_sigmoid(logits[o] + shift) - ws.s[o]) * xmax[i] > eps:
-            ws.mask[i] |= bit
-        else:
-            ws.mask[i] &= ~bit
+        o = i * LANES
+        xm = xmax[i]
+        for l in range(LANES):
+            over[l] = ws.c[o + l] * fabs(_sigmoid_lane(logits[o + l] + shift[l])
+                                         - ws.s[o + l]) * xm - eps[l]
+        bits = ws.mask[i] & ~lanes
+        for l in range(LANES):
+            if (lanes >> l & 1) and over[l] > 0:
+                bits |= 1u << l
+        ws.mask[i] = <unsigned char>bits
 
 
 cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noexcept nogil:
@@ -329,7 +343,7 @@ cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noex
 cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
                       const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
                       int width, const double[::1] sw, const double[::1] pw,
-                      double smoothing, double alpha, const double[:, ::1] W,
+                      double smoothing, double alpha, const data_t[:, ::1] W,
                       const double[::1] b0, bint fit_b, double rho_scale, double eps_factor,
                       double tol, Workspace *ws, Lanes *ln) noexcept nogil:
     """Lanes ``0 .. width-1`` take labels ``j0 ..``; their dual start is the primal start's.
@@ -580,7 +594,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
                      int width, const double[::1] sqnorm, const double[::1] xmax,
                      const double[::1] sw, const double[::1] pw, double smoothing,
-                     double alpha, const double[::1] col, double[:, ::1] W, double[::1] b,
+                     double alpha, const double[::1] col, data_t[:, ::1] W, double[::1] b,
                      bint fit_b, double rho_scale, double eps_factor, double tol,
                      int max_epochs, double[::1] f_out, int[::1] epochs_out,
                      long long[::1] visits_out, unsigned char[::1] converged_out,
@@ -594,14 +608,15 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     cdef Workspace workspace
     cdef Workspace *ws = &workspace
     cdef Lanes ln
-    cdef unsigned int running, waiting
-    cdef int l, regather
+    cdef unsigned int running, waiting, moved_b, resumed
+    cdef double shifts[LANES]
+    cdef int l
     cdef double gmax[LANES]
     cdef double gmax_w[LANES]
     cdef double gb[LANES]
     cdef double decrease[LANES]
     cdef double decrease_b[LANES]
-    cdef double shift, f_scale, decrease_w, factor
+    cdef double f_scale, decrease_w, factor
     cdef bint intercept_off, weights_off
     cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(j0 + 1) * 2654435761ULL)
     ws.t = buffer
@@ -620,8 +635,9 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
         running = _lanes_in(&ln, RUNNING)
         if running:
             _epoch(indptr, indices, data, sqnorm, xmax, ws, &ln, running, &rng)
-            regather = 0
+            moved_b = 0
             for l in range(LANES):
+                shifts[l] = 0.0
                 if not (running >> l & 1):
                     continue
                 if ln.maxviol[l] > ln.eps[l]:
@@ -633,13 +649,13 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                     # without an exact pass. At this point t_i ~ z_i, so the
                     # samples the shift disturbs are known without one.
                     ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
-                    shift = ln.rho[l] * ln.sum_a[l]
-                    ln.b[l] += shift
-                    _reactivate(n, ws, l, ws.t, shift, xmax, ln.eps[l])
-                    regather = 1
+                    shifts[l] = ln.rho[l] * ln.sum_a[l]
+                    ln.b[l] += shifts[l]
+                    moved_b |= 1u << l
                     continue
                 ln.state[l] = WAITING
-            if regather:
+            if moved_b:
+                _reactivate(n, ws, moved_b, ws.t, shifts, xmax, ln.eps)
                 _gather_active(n, ws, _lanes_in(&ln, RUNNING))
             continue
         waiting = _lanes_in(&ln, WAITING)
@@ -648,7 +664,9 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
         # Every lane waits: one exact pass checks them all.
         _exact_pass(indptr, indices, data, col, alpha, fit_b, waiting, ws, &ln,
                     gmax, gmax_w, gb, decrease, decrease_b)
+        resumed = 0
         for l in range(LANES):
+            shifts[l] = 0.0
             if not (waiting >> l & 1):
                 continue
             f_scale = ln.f[l] if ln.f[l] > tol else tol
@@ -664,13 +682,12 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
             # centre), a tighter tolerance if the weights are or the
             # intercept stalls, and back to the epochs with the samples the
             # exact logits show off.
-            shift = 0.0
             intercept_off = fit_b and (fabs(gb[l]) > tol or
                                        decrease_b[l] > 0.5 * tol * f_scale)
             if intercept_off:
                 ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
-                shift = ln.rho[l] * ln.sum_a[l]
-                ln.b[l] += shift
+                shifts[l] = ln.rho[l] * ln.sum_a[l]
+                ln.b[l] += shifts[l]
             # The weights' own test: their gradient and their share of the
             # predicted decrease. Both shrink with the samples' tolerance,
             # the gradient in proportion and the decrease (a sum of squared
@@ -690,12 +707,14 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                     factor = max(factor, 0.01)
                 ln.eps[l] *= factor
             ln.prev_gb[l] = fabs(gb[l])
-            _reactivate(n, ws, l, ws.z, shift, xmax, ln.eps[l])
             ln.state[l] = RUNNING
-        _gather_active(n, ws, _lanes_in(&ln, RUNNING))
+            resumed |= 1u << l
+        if resumed:
+            _reactivate(n, ws, resumed, ws.z, shifts, xmax, ln.eps)
+            _gather_active(n, ws, _lanes_in(&ln, RUNNING))
     for k in range(d):
         for l in range(width):
-            W[j0 + l, k] = ws.w[k * LANES + l]
+            W[j0 + l, k] = <data_t>ws.w[k * LANES + l]
     for l in range(width):
         b[j0 + l] = ln.b[l]
         f_out[j0 + l] = ln.f[l]
@@ -707,7 +726,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
 def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[::1] data,
             const target_t[:, ::1] Y, const double[::1] sqnorm, const double[::1] xmax,
             const double[::1] sw, const double[::1] pw, double smoothing, double alpha,
-            const double[::1] col, double[:, ::1] W, double[::1] b, bint fit_intercept,
+            const double[::1] col, data_t[:, ::1] W, double[::1] b, bint fit_intercept,
             double rho, double eps_factor, double tol, int max_epochs, double[::1] f,
             int[::1] epochs,
             long long[::1] visits, unsigned char[::1] converged, int n_threads):
@@ -717,8 +736,9 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     the targets in [0, 1]; ``sqnorm`` and ``xmax`` each row's squared norm
     and largest absolute value; ``sw`` the normalised sample weights (sum
     1); ``pw`` the positive weight of each label; ``col`` ``sum_i s_i
-    x_ik^2``. ``W`` (n_labels, n_features) and ``b`` hold the start and
-    receive the solution; ``f`` the objective of each label, ``epochs`` the
+    x_ik^2``. ``W`` (n_labels, n_features, in ``X``'s precision: the
+    thread's copy of a block's weights is float64) and ``b`` hold the start
+    and receive the solution; ``f`` the objective of each label, ``epochs`` the
     epochs it took, ``visits`` the rows it visited (the exact passes'
     included) and ``converged`` whether it met the stopping rule (gradient
     max-norm and predicted decrease, see the module docstring). ``alpha``

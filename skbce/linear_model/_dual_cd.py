@@ -112,7 +112,10 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
           else np.ascontiguousarray(problem.sw, dtype=np.float64))
     pw = (np.full(k, problem.pw_scalar) if problem.pw_all is None
           else np.ascontiguousarray(problem.pw_all, dtype=np.float64))
-    W = np.array(np.asarray(W0), dtype=np.float64, order="C")
+    # The coefficients in X's precision, written by the kernel in place: the
+    # result needs no second copy (a block's weights are float64 while it is
+    # fitted).
+    W = np.array(np.asarray(W0), dtype=data.dtype, order="C")
     b = np.array(np.broadcast_to(b0, (k,)), dtype=np.float64)
     if not problem.fit_intercept:
         b[:] = 0.0
