@@ -279,9 +279,13 @@ cdef inline unsigned int _lanes_in(const Lanes *ln, int state) noexcept nogil:
     return bits
 
 
-cdef double _penalty_weight(double scale, Py_ssize_t n, const Workspace *ws,
+cdef double _penalty_weight(double scale, double floor, Py_ssize_t n, const Workspace *ws,
                             int l) noexcept nogil:
     """The augmented Lagrangian's weight of lane ``l``: ``scale`` over the intercept's curvature.
+
+    At least ``floor``: the weight is also the intercept's share of a
+    coordinate step's curvature ``A = c_i (|x_i|^2 + rho)``, and one much
+    larger than a row's squared norm makes the steps crawl.
 
     A multiplier update is a proximal step on ``F(b)`` that shrinks the
     intercept's error by ``1 / (1 + rho F'')``; ``F''`` is at most the
@@ -300,7 +304,7 @@ cdef double _penalty_weight(double scale, Py_ssize_t n, const Workspace *ws,
             h += ws.c[o] * s * (1.0 - s)
     if h * 1e12 <= scale:
         return 1e12
-    return scale / h
+    return max(floor, scale / h)
 
 
 cdef void _reactivate(Py_ssize_t n, Workspace *ws, unsigned int lanes, const double *logits,
@@ -344,7 +348,7 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
                       const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
                       int width, const double[::1] sw, const double[::1] pw,
                       double smoothing, double alpha, const data_t[:, ::1] W,
-                      const double[::1] b0, bint fit_b, double rho_scale, double eps_factor,
+                      const double[::1] b0, bint fit_b, double rho_scale, double rho_floor, double eps_factor,
                       double tol, Workspace *ws, Lanes *ln) noexcept nogil:
     """Lanes ``0 .. width-1`` take labels ``j0 ..``; their dual start is the primal start's.
 
@@ -414,7 +418,7 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
         ln.eps[l] = eps_factor * tol / alpha / (ln.n_all[l] if ln.n_all[l] > 0 else 1)
         ln.eps_min[l] = 1e-8 * ln.eps[l]
         if fit_b:
-            ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+            ln.rho[l] = _penalty_weight(rho_scale, rho_floor, n, ws, l)
             ln.b[l] += ln.rho[l] * ln.sum_a[l]  # b = lambda + rho sum_a, lambda the start
     _gather_active(n, ws, _lanes_in(ln, RUNNING))
 
@@ -595,7 +599,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      int width, const double[::1] sqnorm, const double[::1] xmax,
                      const double[::1] sw, const double[::1] pw, double smoothing,
                      double alpha, const double[::1] col, data_t[:, ::1] W, double[::1] b,
-                     bint fit_b, double rho_scale, double eps_factor, double tol,
+                     bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
                      int max_epochs, double[::1] f_out, int[::1] epochs_out,
                      long long[::1] visits_out, unsigned char[::1] converged_out,
                      double *buffer, unsigned char *mask, int *active) noexcept nogil:
@@ -630,7 +634,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     ws.active = active
     ws.n_act = 0
     _load_block(indptr, indices, data, Y, j0, width, sw, pw, smoothing, alpha, W, b, fit_b,
-                rho_scale, eps_factor, tol, ws, &ln)
+                rho_scale, rho_floor, eps_factor, tol, ws, &ln)
     while True:
         running = _lanes_in(&ln, RUNNING)
         if running:
@@ -648,7 +652,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                     # The dual is far from sum_i a_i = 0: a multiplier update
                     # without an exact pass. At this point t_i ~ z_i, so the
                     # samples the shift disturbs are known without one.
-                    ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+                    ln.rho[l] = _penalty_weight(rho_scale, rho_floor, n, ws, l)
                     shifts[l] = ln.rho[l] * ln.sum_a[l]
                     ln.b[l] += shifts[l]
                     moved_b |= 1u << l
@@ -685,7 +689,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
             intercept_off = fit_b and (fabs(gb[l]) > tol or
                                        decrease_b[l] > 0.5 * tol * f_scale)
             if intercept_off:
-                ln.rho[l] = _penalty_weight(rho_scale, n, ws, l)
+                ln.rho[l] = _penalty_weight(rho_scale, rho_floor, n, ws, l)
                 shifts[l] = ln.rho[l] * ln.sum_a[l]
                 ln.b[l] += shifts[l]
             # The weights' own test: their gradient and their share of the
@@ -727,7 +731,8 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             const target_t[:, ::1] Y, const double[::1] sqnorm, const double[::1] xmax,
             const double[::1] sw, const double[::1] pw, double smoothing, double alpha,
             const double[::1] col, data_t[:, ::1] W, double[::1] b, bint fit_intercept,
-            double rho, double eps_factor, double tol, int max_epochs, double[::1] f,
+            double rho, double rho_floor, double eps_factor, double tol, int max_epochs,
+            double[::1] f,
             int[::1] epochs,
             long long[::1] visits, unsigned char[::1] converged, int n_threads):
     """Fit every label (column of ``Y``) by dual coordinate descent, in place.
@@ -770,7 +775,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             if buffer != NULL and mask != NULL and active != NULL:
                 _fit_block(indptr, indices, data, Y, blk * width,
                            <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
-                           smoothing, alpha, col, W, b, fit_intercept, rho, eps_factor, tol,
+                           smoothing, alpha, col, W, b, fit_intercept, rho, rho_floor, eps_factor, tol,
                            max_epochs, f, epochs, visits, converged, buffer, mask, active)
         free(active)
         free(mask)
