@@ -239,7 +239,7 @@ for dtype in (np.float64, np.float32):
 # Each solver at a tolerance it meets: L-BFGS-B asked for 1e-10 (or 1e-9) stalls in
 # its line search at the objective's rounding, where the variants' rounding
 # then decides the point it stops at (3e-8 apart on the sparse fit).
-tolerances = {"lbfgs": 1e-8, "newton-cg": 1e-10}
+tolerances = {"lbfgs": 1e-8, "newton-cg": 1e-10, "dual-cd": 1e-10}
 for solver, tol in tolerances.items():
     for name, data in (("dense", X), ("sparse", X_sparse)):
         model = skbce.MultiLabelLogistic(solver=solver, tol=tol, max_iter=500).fit(data, Y)
