@@ -15,13 +15,16 @@ dependencies of skbce), and a method whose import fails is reported as such.
 
 Methods:
 
-* ``skbce`` -- ``MultiLabelLogistic(C=C)``, the default solver
-  (newton-cg here), CSR ``X``, an int8 indicator ``Y`` (dense);
-  ``skbce-dual-cd`` the same with ``solver="dual-cd"``.
-* ``liblinear-s0`` / ``liblinear-s1`` -- LibMultiLabel's ``train_1vsrest``
-  with liblinear's L2 logistic regression (``-s 0 -c C``, the same model
-  up to the penalised bias) and its default L2-loss SVM (``-s 1``), ``-m
-  threads`` (liblinear-multicore's threads).
+* ``skbce`` -- ``MultiLabelLogistic(C=C)`` at its defaults (``"auto"``
+  takes dual-cd on these shapes), CSR ``X``, an int8 indicator ``Y``
+  (dense); ``skbce-dual-cd`` / ``skbce-newton-cg`` the same with that
+  solver named; ``skbce-no-intercept`` with ``fit_intercept=False``, the
+  model LibMultiLabel fits by default (no bias).
+* ``liblinear-s0`` / ``liblinear-s7`` / ``liblinear-s1`` -- LibMultiLabel's
+  ``train_1vsrest`` with liblinear's L2 logistic regression by trust-region
+  Newton (``-s 0 -c C``) and by dual coordinate descent (``-s 7``) -- the
+  same model as ``skbce-no-intercept`` -- and its default L2-loss SVM
+  (``-s 1``), ``-m threads`` (liblinear-multicore's threads).
 * ``omikuji`` -- Parabel-style label trees, default hyper-parameters (3
   trees), ``threads`` threads.
 * ``napkinxc`` -- napkinXC's PLT, default hyper-parameters, ``threads``
