@@ -124,10 +124,12 @@ multiplier updates near the intercept.
 import argparse
 import json
 import os
+import queue
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -349,8 +351,10 @@ def memory_check(args):
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
-    os.set_blocking(proc.stdout.fileno(), False)
-    start, peak, lines = time.perf_counter(), 0, []
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout],
+                     daemon=True).start()
+    start, peak = time.perf_counter(), 0
     while proc.poll() is None and time.perf_counter() - start < args.memory_check:
         try:
             with open(f"/proc/{proc.pid}/status") as status:
@@ -359,10 +363,9 @@ def memory_check(args):
             peak = max(peak, rss)
         except (OSError, StopIteration):
             pass
-        for line in (proc.stdout.read() or "").splitlines():
-            lines.append(f"{time.perf_counter() - start:7.0f} s  RSS {peak / 2**30:.2f} GiB  "
-                         f"{line}")
-            print(lines[-1], flush=True)
+        while not lines.empty():
+            print(f"{time.perf_counter() - start:7.0f} s  peak RSS so far {peak / 2**30:.2f} "
+                  f"GiB  {lines.get().rstrip()}", flush=True)
         time.sleep(1.0)
     finished = proc.poll() is not None
     if not finished:
