@@ -41,84 +41,81 @@ Shapes (seeded; :func:`eurlex_like` describes the generator):
 
 ``--scale`` multiplies rows and labels (e.g. 0.33 for a quick check).
 
-Measured (one run per shape, 2 threads, C=10, peers at their defaults --
-LibMultiLabel fits no bias by default; the shared 2-core machine at load
-5-13 from other jobs, part of it a niced test suite of this checkout; the
-full-size shapes did not fit the session, so each ran scaled):
+Measured (2 threads, C=10, peers at their defaults -- LibMultiLabel fits
+no bias -- one run per shape on the shared 2-core machine at load 1.6-1.9
+from other tenants; skbce's eurlex fit shared its first seconds with a
+short test run of this checkout):
 
-eurlex, ``--scale 0.5`` (7 500 / 2 000 rows, 1 973 labels, median 10 rows a
-label, load 11 -> 10):
+eurlex, full size (15 000 / 4 000 rows, 3 946 labels, median 9 rows a
+label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce-dual-cd | 218.7 | 0.40 | 0.777 | 0.510 |
-| skbce (newton-cg) | 107.7 | 0.59 | 0.777 | 0.510 |
-| liblinear-s1 | 81.8 | 0.49 | 0.803 | 0.519 |
-| liblinear-s0 | 224.2 | 0.49 | 0.780 | 0.512 |
-| omikuji | 7.0 | 0.17 | 0.771 | 0.503 |
-| napkinxc | 3.3 | 0.10 | 0.750 | 0.499 |
+| skbce (auto: dual-cd) | 49.6 | 0.58 | 0.804 | 0.504 |
+| skbce-no-intercept | 60.3 | 0.58 | 0.803 | 0.505 |
+| skbce-newton-cg | 116.7 | 1.37 | 0.804 | 0.504 |
+| liblinear-s1 | 79.2 | 0.71 | 0.819 | 0.511 |
+| liblinear-s7 | 112.8 | 0.71 | 0.802 | 0.505 |
+| liblinear-s0 | 317.9 | 0.71 | 0.803 | 0.505 |
+| omikuji | 6.5 | 0.30 | 0.789 | 0.497 |
+| napkinxc | 3.8 | 0.15 | 0.769 | 0.489 |
 
 fewrows, ``--scale 0.5`` (2 500 / 750 rows, 5 000 labels, median 2 rows a
-label, load 7 -> 5):
+label, 1 063 labels without a training positive):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce-dual-cd | 48.2 | 0.63 | 0.657 | 0.434 |
-| skbce (newton-cg) | 40.6 | 0.63 | 0.655 | 0.434 |
-| liblinear-s1 | 27.0 | 0.72 | 0.735 | 0.478 |
-| liblinear-s0 | 48.3 | 0.72 | 0.667 | 0.444 |
-| omikuji | 1.3 | 0.18 | 0.643 | 0.416 |
-| napkinxc | 0.9 | 0.18 | 0.616 | 0.404 |
+| skbce (auto: dual-cd) | 7.3 | 0.60 | 0.657 | 0.435 |
+| skbce-no-intercept | 8.5 | 0.60 | 0.665 | 0.443 |
+| skbce-newton-cg | 25.4 | 0.60 | 0.655 | 0.434 |
+| liblinear-s1 | 14.2 | 0.73 | 0.745 | 0.476 |
+| liblinear-s7 | 20.0 | 0.73 | 0.669 | 0.443 |
+| liblinear-s0 | 53.2 | 0.73 | 0.667 | 0.444 |
+| omikuji | 1.4 | 0.12 | 0.649 | 0.419 |
+| napkinxc | 1.0 | 0.10 | 0.617 | 0.401 |
 
-wide, ``--scale 0.1`` (5 000 / 1 200 rows, 20 000 features, 2 000 labels,
-median 6 rows a label, load 5 -> 4):
+wide, ``--scale 0.2`` (10 000 / 2 400 rows, 20 000 features, 4 000 labels,
+median 6 rows a label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce-dual-cd | 75.0 | 0.87 | 0.792 | 0.510 |
-| skbce (newton-cg) | 277.0 | 0.86 | 0.792 | 0.511 |
-| liblinear-s1 | 19.5 | 0.95 | 0.833 | 0.530 |
-| liblinear-s0 | 74.9 | 0.96 | 0.802 | 0.514 |
-| omikuji | 3.6 | 0.20 | 0.787 | 0.505 |
-| napkinxc | 3.3 | 0.20 | 0.750 | 0.495 |
+| skbce (auto: dual-cd) | 37.1 | 1.53 | 0.795 | 0.515 |
+| skbce-no-intercept | 45.6 | 1.53 | 0.795 | 0.515 |
+| liblinear-s1 | 56.0 | 1.66 | 0.827 | 0.530 |
+| liblinear-s7 | 88.9 | 1.66 | 0.796 | 0.516 |
+| liblinear-s0 | 257.4 | 1.67 | 0.795 | 0.516 |
+| omikuji | 4.3 | 0.26 | 0.782 | 0.511 |
+| napkinxc | 3.0 | 0.15 | 0.757 | 0.501 |
 
-Neither skbce solver is 2x faster than liblinear's ``-s 1``: dual-cd is
-2.7x, 1.8x and 3.8x slower on the three shapes, newton-cg 1.3x, 1.5x and
-14x. dual-cd beats newton-cg on the wide shape only (3.7x), so ``"auto"``
-keeps newton-cg. liblinear's P@k are not the same model (no intercept by
-default; its ``-s 0`` P@1 is 0.003-0.012 above skbce's).
+Interleaved, best of 2 (``--methods skbce liblinear-s1 --repeat 2``): eurlex
+47.5 s against 82.0 s (1.73x), fewrows at full size (5 000 rows, 10 000
+labels) 21.7 s against 41.3 s (1.91x).
 
-Where the time goes (eurlex at scale 0.33: 4 950 rows, first 200 labels,
-one thread, C=10, tol=1e-4, on the shared machine at load ~12 on 2 cores;
-counted by wrapping the problem's products):
+So the default fit is 1.5-1.9x faster than liblinear's ``-s 1`` (not the
+2x aimed at), 2.3-2.7x faster than its logistic dual coordinate descent
+``-s 7`` and 6.4-7.3x faster than ``-s 0``, with less peak memory than all
+three. P@k: with ``fit_intercept=False`` (LibMultiLabel's model) skbce is
+within 0.002 of ``-s 0`` on every shape; the default's unpenalised
+intercept gives the same P@k on eurlex and wide and 0.010 / 0.009 less on
+fewrows, where a fifth of the labels have no training positive.
 
-* newton-cg: 8 Newton iterations; 15 forward products ``X @ W``, 17
-  backward ``X.T @ G`` and 54 fused Hessian products (2 passes each) over
-  the active labels: 38 label-passes over ``X`` per label on average, in
-  20.0 s. Its products are register-tiled over 4-8 labels, so each read of
-  a non-zero of ``X`` serves several labels.
-* dual-cd: 10.8 passes over ``X`` per label on average (median 10.7, max
-  20; a pass = one sparse dot product per row, plus an axpy for the rows
-  whose dual variable moves, the final exact check included), 62 epochs on
-  average (most over a few hundred active rows after shrinking), in 35.2 s.
-  A label-pass of dual-cd costs about 6x a label-pass of newton-cg: one
-  label at a time, scalar gathers from ``w`` and a safeguarded Newton
-  solve with ``exp`` per visited row, against tiled vector FMAs over
-  several labels per non-zero.
-* The passes of dual-cd: one full first epoch (every row moves from the
-  constant model), then the intercept: with the bias unpenalised the dual
-  has ``sum_i a_i = 0``; each multiplier update of the augmented Lagrangian
-  shifts every row's logit and brings back the rows it disturbs (hundreds
-  to thousands), and each exact check is a full pass.
-
-What would close the gap (not done here): dual coordinate descent over a
-block of 8 labels at once, visiting row ``i`` for all 8 with the weights
-stored ``(n_features, 8)`` -- the register tiles of the CSR kernels --
-and per-label shrinking as masks, so that a read of ``X`` serves 8 labels
-as in newton-cg; a cheaper start for rare labels (the constant model's
-dual point moves every row in the first epoch); and a penalised-bias warm
-start (liblinear's ``-B``) before the augmented Lagrangian, to begin the
-multiplier updates near the intercept.
+Where the time goes (``verbose=1`` reports it): on eurlex's first 400
+labels at scale 0.33 (one thread), dual-cd visits 9.0 passes' worth of
+rows per label (the exact checks included), in blocks of 8 labels that
+share each row read: a block makes about 16 passes of epochs and 3 exact
+passes. newton-cg needed 38 label-passes per label (above: 2.35x slower
+in all). The epochs' dot products and updates over rows in random order
+(memory-bound gathers of the weights' cache lines) are most of the time,
+the per-lane scalar work (one ``exp`` a visit, a Newton solve for the
+rows that move) the rest. What would close the distance to the label
+trees (7-10x): every exact one-vs-rest label must touch every row at
+least at each tightening of its tolerance, while a tree trains a label on
+the rows of its cluster only. Fewer passes would need a better start
+than the constant model (the first epochs move every row), a single
+tolerance phase (the decrease test needs the objective, known only after
+an exact pass), and the far negatives -- nearly all rows of a rare label,
+whose dual variables all sit near ``-c sigmoid(b)`` -- handled in bulk
+through the Gram matrix shared by all labels instead of row by row.
 """
 
 import argparse
