@@ -112,19 +112,6 @@ cdef inline double _log1pexp_lane(double t) noexcept nogil:
     return fmax(t, 0.0) + log1p(exp(-fabs(t)))
 
 
-cdef inline double _log1pexp(double t) noexcept nogil:
-    if t > 0:
-        return t + log1p(exp(-t))
-    return log1p(exp(t))
-
-
-cdef inline double _sigmoid_diff(double t0, double t1) noexcept nogil:
-    """``sigmoid(t0) - sigmoid(t1)`` without cancellation near 1."""
-    if t0 + t1 > 0:
-        return _sigmoid(-t1) - _sigmoid(-t0)
-    return _sigmoid(t0) - _sigmoid(t1)
-
-
 cdef inline double _solve_logit(double R, double A, double t, double *s_io, double scale,
                                double eps) noexcept nogil:
     """The root of ``t + A sigmoid(t) = R`` (``A >= 0``), Newton from ``t``.
