@@ -294,19 +294,20 @@ cdef double _penalty_weight(double scale, double floor, Py_ssize_t n, const Work
     return max(floor, scale / h)
 
 
-cdef void _reactivate(Py_ssize_t n, Workspace *ws, unsigned int lanes, const double *logits,
-                      const double *shift, const double[::1] xmax,
-                      const double *eps) noexcept nogil:
+cdef unsigned int _reactivate(Py_ssize_t n, Workspace *ws, unsigned int lanes,
+                              const double *logits, const double *shift,
+                              const double[::1] xmax, const double *eps) noexcept nogil:
     """The active samples of the lanes in ``lanes``: those whose mismatch exceeds ``eps[l]``.
 
     The mismatch is taken at the logits ``logits + shift[l]``, against each
     sample's dual variable. One pass for all the lanes: their sigmoids are
-    one vector loop a row. Other lanes' bits are left as they are.
+    one vector loop a row. Other lanes' bits are left as they are. Returns
+    the lanes that have an active sample.
     """
     cdef Py_ssize_t i, o
     cdef double over[LANES]
     cdef double xm
-    cdef unsigned int bits
+    cdef unsigned int bits, touched = 0
     cdef int l
     for i in range(n):
         o = i * LANES
@@ -319,6 +320,8 @@ cdef void _reactivate(Py_ssize_t n, Workspace *ws, unsigned int lanes, const dou
             if (lanes >> l & 1) and over[l] > 0:
                 bits |= 1u << l
         ws.mask[i] = <unsigned char>bits
+        touched |= bits & lanes
+    return touched
 
 
 cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noexcept nogil:
@@ -599,7 +602,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     cdef Workspace workspace
     cdef Workspace *ws = &workspace
     cdef Lanes ln
-    cdef unsigned int running, waiting, moved_b, resumed
+    cdef unsigned int running, waiting, moved_b, resumed, touched
     cdef double shifts[LANES]
     cdef int l
     cdef double gmax[LANES]
@@ -646,7 +649,14 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                     continue
                 ln.state[l] = WAITING
             if moved_b:
-                _reactivate(n, ws, moved_b, ws.t, shifts, xmax, ln.eps)
+                touched = _reactivate(n, ws, moved_b, ws.t, shifts, xmax, ln.eps)
+                for l in range(LANES):
+                    if moved_b >> l & 1 and not (touched >> l & 1):
+                        # The shift disturbed no sample beyond its tolerance
+                        # (a label without positives, its intercept heading
+                        # to -inf, its samples' duals all tiny): more such
+                        # updates would only move b. The exact pass decides.
+                        ln.state[l] = WAITING
                 _gather_active(n, ws, _lanes_in(&ln, RUNNING))
             continue
         waiting = _lanes_in(&ln, WAITING)
