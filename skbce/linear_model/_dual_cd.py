@@ -128,7 +128,6 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         b[:] = 0.0
     f = np.zeros(k)
     rho = RHO
-    rho_floor = RHO_FLOOR
     epochs = np.zeros(k, dtype=np.int32)
     converged = np.zeros(k, dtype=np.uint8)
     visits = np.zeros(k, dtype=np.int64)
@@ -142,7 +141,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         _dual_cd_kernel(indptr, indices, data, Y, sqnorm, xmax, sw, pw[block],
                         float(problem.label_smoothing), float(problem.alpha),
                         column_means, W[block], b[block], bool(problem.fit_intercept),
-                        rho, rho_floor, EPS_FACTOR, float(tol), int(max_iter), f[block],
+                        rho, RHO_FLOOR, EPS_FACTOR, float(tol), int(max_iter), f[block],
                         epochs[block], visits[block], converged[block],
                         int(problem.n_threads))
         kernel_seconds += time.perf_counter() - start
