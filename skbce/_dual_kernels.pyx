@@ -65,6 +65,10 @@ from skbce._tiles cimport *
 
 import numpy as np
 
+# LANES for Python: the labels a block fits together (callers put similar ones
+# in the same block).
+BLOCK_WIDTH = LANES
+
 cdef enum:
     LANES = 8  # labels a block fits together: one 64-byte line of float64 weights
 
@@ -335,13 +339,15 @@ cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noex
 
 
 cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
-                      const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
-                      int width, const double[::1] sw, const double[::1] pw,
+                      const data_t[::1] data, const target_t[:, ::1] Y, const Py_ssize_t *label,
+                      const Py_ssize_t *column, int width, const double[::1] sw,
+                      const double[::1] pw,
                       double smoothing, double alpha, const data_t[:, ::1] W,
                       const double[::1] b0, bint fit_b, double rho_scale, double rho_floor, double eps_factor,
                       double tol, Workspace *ws, Lanes *ln) noexcept nogil:
-    """Lanes ``0 .. width-1`` take labels ``j0 ..``; their dual start is the primal start's.
+    """Lane ``l < width`` takes label ``label[l]`` (its targets: column ``column[l]`` of ``Y``).
 
+    Its dual start is the primal start's.
     The dual point of ``(W[j], b[j])`` has ``t_i = z_i``; its weights are
     ``sum_i a_i x_i`` (equal to ``W[j]`` only at the optimum).
     """
@@ -356,7 +362,7 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
         ln.epochs[l] = 0
         ln.converged[l] = 0
         ln.visits[l] = 0
-        ln.b[l] = b0[j0 + l] if l < width and fit_b else 0.0
+        ln.b[l] = b0[label[l]] if l < width and fit_b else 0.0
         ln.rho[l] = 0.0
         ln.sum_a[l] = 0.0
         ln.eps[l] = 0.0
@@ -372,17 +378,17 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
             ws.q[o] = 0.0
             if l >= width:
                 continue
-            y = <double>Y[i, j0 + l]
+            y = <double>Y[i, column[l]]
             y = y * (1.0 - smoothing) + 0.5 * smoothing
-            a = pw[j0 + l] * y + 1.0 - y
+            a = pw[label[l]] * y + 1.0 - y
             ws.c[o] = sw[i] * a / alpha
-            ws.q[o] = pw[j0 + l] * y / a if a > 0 else 0.0
+            ws.q[o] = pw[label[l]] * y / a if a > 0 else 0.0
             if ws.c[o] > 0:
                 ws.mask[i] |= <unsigned char>(1u << l)
                 ln.n_all[l] += 1
     for k in range(d):
         for l in range(LANES):
-            ws.w[k * LANES + l] = W[j0 + l, k] if l < width else 0.0
+            ws.w[k * LANES + l] = W[label[l], k] if l < width else 0.0
             if ws.w[k * LANES + l] != 0:
                 start_zero = 0
     for l in range(LANES):
@@ -585,7 +591,8 @@ cdef void _exact_pass(const index_t[::1] indptr, const index_t[::1] indices,
 
 
 cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
-                     const data_t[::1] data, const target_t[:, ::1] Y, Py_ssize_t j0,
+                     const data_t[::1] data, const target_t[:, ::1] Y,
+                     const Py_ssize_t[::1] labels, const Py_ssize_t[::1] columns, Py_ssize_t p0,
                      int width, const double[::1] sqnorm, const double[::1] xmax,
                      const double[::1] sw, const double[::1] pw, double smoothing,
                      double alpha, const double[::1] col, data_t[:, ::1] W, double[::1] b,
@@ -593,8 +600,9 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      int max_epochs, double[::1] f_out, int[::1] epochs_out,
                      long long[::1] visits_out, unsigned char[::1] converged_out,
                      double *buffer, unsigned char *mask, int *active) noexcept nogil:
-    """Fit labels ``j0 .. j0+width-1`` together; their coefficients go to ``W`` and ``b``.
+    """Fit labels ``labels[p0 : p0+width]`` together; their coefficients go to ``W`` and ``b``.
 
+    Their targets are the columns ``columns[p0 : p0+width]`` of ``Y``.
     ``buffer`` holds ``(5 n + 2 d) LANES`` doubles, ``mask`` and ``active``
     ``n`` entries: the thread's workspace.
     """
@@ -602,6 +610,8 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     cdef Workspace workspace
     cdef Workspace *ws = &workspace
     cdef Lanes ln
+    cdef Py_ssize_t label[LANES]
+    cdef Py_ssize_t column[LANES]
     cdef unsigned int running, waiting, moved_b, resumed, touched
     cdef double shifts[LANES]
     cdef int l
@@ -612,7 +622,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     cdef double decrease_b[LANES]
     cdef double f_scale, decrease_w, factor
     cdef bint intercept_off, weights_off
-    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(j0 + 1) * 2654435761ULL)
+    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(p0 + 1) * 2654435761ULL)
     ws.t = buffer
     ws.s = ws.t + n * LANES
     ws.c = ws.s + n * LANES
@@ -623,7 +633,10 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     ws.mask = mask
     ws.active = active
     ws.n_act = 0
-    _load_block(indptr, indices, data, Y, j0, width, sw, pw, smoothing, alpha, W, b, fit_b,
+    for l in range(width):
+        label[l] = labels[p0 + l]
+        column[l] = columns[p0 + l]
+    _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, b, fit_b,
                 rho_scale, rho_floor, eps_factor, tol, ws, &ln)
     while True:
         running = _lanes_in(&ln, RUNNING)
@@ -715,30 +728,34 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
             _gather_active(n, ws, _lanes_in(&ln, RUNNING))
     for k in range(d):
         for l in range(width):
-            W[j0 + l, k] = <data_t>ws.w[k * LANES + l]
+            W[label[l], k] = <data_t>ws.w[k * LANES + l]
     for l in range(width):
-        b[j0 + l] = ln.b[l]
-        f_out[j0 + l] = ln.f[l]
-        epochs_out[j0 + l] = ln.epochs[l]
-        visits_out[j0 + l] = ln.visits[l]
-        converged_out[j0 + l] = ln.converged[l]
+        b[label[l]] = ln.b[l]
+        f_out[label[l]] = ln.f[l]
+        epochs_out[label[l]] = ln.epochs[l]
+        visits_out[label[l]] = ln.visits[l]
+        converged_out[label[l]] = ln.converged[l]
 
 
 def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[::1] data,
-            const target_t[:, ::1] Y, const double[::1] sqnorm, const double[::1] xmax,
+            const target_t[:, ::1] Y, const Py_ssize_t[::1] labels,
+            const Py_ssize_t[::1] columns, const double[::1] sqnorm, const double[::1] xmax,
             const double[::1] sw, const double[::1] pw, double smoothing, double alpha,
             const double[::1] col, data_t[:, ::1] W, double[::1] b, bint fit_intercept,
             double rho, double rho_floor, double eps_factor, double tol, int max_epochs,
             double[::1] f,
             int[::1] epochs,
             long long[::1] visits, unsigned char[::1] converged, int n_threads):
-    """Fit every label (column of ``Y``) by dual coordinate descent, in place.
+    """Fit the labels ``labels`` by dual coordinate descent, in place.
 
-    ``X`` is the CSR ``(indptr, indices, data)``; ``Y`` (n_samples, n_labels)
-    the targets in [0, 1]; ``sqnorm`` and ``xmax`` each row's squared norm
+    ``X`` is the CSR ``(indptr, indices, data)``; ``Y`` (n_samples, m) holds
+    the targets in [0, 1], label ``labels[p]``'s in column ``columns[p]``;
+    consecutive groups of 8 in ``labels`` are fitted together (a block), so
+    labels that share rows should be neighbours there. ``sqnorm`` and ``xmax`` each row's squared norm
     and largest absolute value; ``sw`` the normalised sample weights (sum
     1); ``pw`` the positive weight of each label; ``col`` ``sum_i s_i
-    x_ik^2``. ``W`` (n_labels, n_features, in ``X``'s precision: the
+    x_ik^2``. Indexed by label: ``pw``, ``b``, the outputs, and the rows of
+    ``W`` (n_labels, n_features, in ``X``'s precision: the
     thread's copy of a block's weights is float64) and ``b`` hold the start
     and receive the solution; ``f`` the objective of each label, ``epochs`` the
     epochs it took, ``visits`` the rows it visited (the exact passes'
@@ -746,7 +763,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     max-norm and predicted decrease, see the module docstring). ``alpha``
     must be positive. Validated by the caller.
     """
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = W.shape[0], blk, n_blocks
+    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = labels.shape[0], blk, n_blocks
     cdef int width, threads, failed = 0
     cdef int *failed_flag = &failed  # written through a pointer: shared by the threads
     cdef double *buffer
@@ -770,7 +787,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             failed_flag[0] = 1
         for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
             if buffer != NULL and mask != NULL and active != NULL:
-                _fit_block(indptr, indices, data, Y, blk * width,
+                _fit_block(indptr, indices, data, Y, labels, columns, blk * width,
                            <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
                            smoothing, alpha, col, W, b, fit_intercept, rho, rho_floor, eps_factor, tol,
                            max_epochs, f, epochs, visits, converged, buffer, mask, active)

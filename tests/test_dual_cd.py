@@ -122,13 +122,14 @@ def test_dual_cd_sparse_targets_in_label_blocks(container):
     """A sparse y is read a block of labels at a time: the dense y's model."""
     import sklearn
 
-    X, Y = _text_like(n=300, d=40, k=5, seed=3)
+    X, Y = _text_like(n=300, d=40, k=21, seed=3)
     dense = MultiLabelLogistic(solver="dual-cd", C=10.0, tol=1e-8).fit(X, Y)
-    # 1e-3 MiB holds three labels of 300 one-byte targets: two blocks.
+    # 1e-3 MiB holds three labels of 300 one-byte targets, rounded up to a
+    # kernel block of 8: three chunks of 8, 8 and 5 labels.
     with sklearn.config_context(working_memory=1e-3):
         model = MultiLabelLogistic(solver="dual-cd", C=10.0, tol=1e-8).fit(X, container(Y))
-    # A label's row order is seeded by its index in the kernel's call, so a
-    # block's labels take other paths to the same optimum (to tol=1e-8).
+    # A block's row order is seeded by its place in the kernel's call, so a
+    # label takes another path to the same optimum (to tol=1e-8).
     f, f_dense = _objective(model, X, Y, 10.0), _objective(dense, X, Y, 10.0)
     assert_allclose(f, f_dense, rtol=1e-9)
     assert_allclose(model.coef_, dense.coef_, atol=1e-5)

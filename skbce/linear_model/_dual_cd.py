@@ -30,7 +30,9 @@ import numpy as np
 from scipy import sparse
 from sklearn import get_config
 
+from skbce._kernels import BLOCK_WIDTH
 from skbce._kernels import dual_cd as _dual_cd_kernel
+from skbce.linear_model._label_groups import similar_label_order
 from skbce.linear_model._solver_base import SolverResult
 
 __all__ = ["dual_cd"]
@@ -71,25 +73,39 @@ def _row_stats(indptr, data):
     return sq, big
 
 
-def _label_blocks(Y):
-    """Slices of labels whose dense targets fit in ``working_memory``.
+def _label_order(problem):
+    """The labels in the order the kernel takes them: similar labels in the same block."""
+    if problem._csr is None:
+        X = problem.X
+    else:
+        indptr, indices, data = problem._csr
+        X = sparse.csr_matrix((data, indices, indptr),
+                              shape=(problem.n_samples, problem.n_features))
+    return similar_label_order(X, problem.Y_all, BLOCK_WIDTH).astype(np.intp, copy=False)
 
-    A dense ``Y`` is one block (it is already in memory); a sparse one (CSC)
-    is densified a block of columns at a time, so that no ``(n_samples,
-    n_labels)`` array is made.
+
+def _label_chunks(Y, order):
+    """``order`` cut into chunks whose dense targets fit in ``working_memory``.
+
+    A dense ``Y`` is one chunk (it is already in memory); a sparse one (CSC)
+    is densified a chunk of columns at a time, so that no ``(n_samples,
+    n_labels)`` array is made. Chunks are whole blocks of the kernel.
     """
     n, k = Y.shape
     if not sparse.issparse(Y):
-        return [slice(0, k)]
+        return [order]
     budget = get_config()["working_memory"] * 2**20
     width = int(max(1, min(k, budget // max(n * Y.dtype.itemsize, 1))))
-    return [slice(start, min(start + width, k)) for start in range(0, k, width)]
+    width = max(BLOCK_WIDTH, width // BLOCK_WIDTH * BLOCK_WIDTH)
+    return [order[start:start + width] for start in range(0, k, width)]
 
 
-def _dense_targets(Y, block):
+def _chunk_targets(Y, labels):
+    """The targets the kernel reads for ``labels``, and the column of each."""
     if sparse.issparse(Y):
-        return np.ascontiguousarray(Y[:, block].toarray())
-    return np.ascontiguousarray(Y[:, block])
+        dense = np.ascontiguousarray(Y[:, labels].toarray())
+        return dense, np.arange(len(labels), dtype=np.intp)
+    return np.ascontiguousarray(Y), labels
 
 
 def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
@@ -133,19 +149,21 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     visits = np.zeros(k, dtype=np.int64)
     column_means = np.ascontiguousarray(problem.squared_column_means(), dtype=np.float64)
     kernel_seconds = 0.0
-    for block in _label_blocks(problem.Y_all):
-        # Each label's fit is independent: a block's slices of the per-label
-        # arrays are views the kernel writes in place.
-        Y = _dense_targets(problem.Y_all, block)
+    start = time.perf_counter()
+    order = _label_order(problem)
+    order_seconds = time.perf_counter() - start
+    for labels in _label_chunks(problem.Y_all, order):
+        # Each label's fit is independent: the kernel writes the per-label
+        # arrays' entries of its labels in place.
+        Y, columns = _chunk_targets(problem.Y_all, labels)
         start = time.perf_counter()
-        _dual_cd_kernel(indptr, indices, data, Y, sqnorm, xmax, sw, pw[block],
+        _dual_cd_kernel(indptr, indices, data, Y, labels, columns, sqnorm, xmax, sw, pw,
                         float(problem.label_smoothing), float(problem.alpha),
-                        column_means, W[block], b[block], bool(problem.fit_intercept),
-                        rho, RHO_FLOOR, EPS_FACTOR, float(tol), int(max_iter), f[block],
-                        epochs[block], visits[block], converged[block],
-                        int(problem.n_threads))
+                        column_means, W, b, bool(problem.fit_intercept),
+                        rho, RHO_FLOOR, EPS_FACTOR, float(tol), int(max_iter), f,
+                        epochs, visits, converged, int(problem.n_threads))
         kernel_seconds += time.perf_counter() - start
-        del Y  # before the next block is made: one block in memory at a time
+        del Y  # before the next chunk is made: one chunk in memory at a time
     if verbose and k:
         # Rows visited (one sparse dot product each, plus an axpy when the
         # row's dual variable moves), in passes over X: where the time goes.
@@ -154,7 +172,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
               f"passes over X per label mean {passes.mean():.2f}, median "
               f"{np.median(passes):.2f}, max {passes.max():.2f}; mean objective "
               f"{f.mean():.8g}; {int(converged.sum())} converged; {kernel_seconds:.3f} s in "
-              f"the kernel", flush=True)
+              f"the kernel, {order_seconds:.3f} s ordering the labels", flush=True)
     return SolverResult(
         coef=W.astype(problem.dtype, copy=False), intercept=b.astype(problem.dtype),
         n_iter=int(max(epochs.max(), 1)) if k else 1, loss_curve=[float(f.mean())],
