@@ -191,19 +191,34 @@ cdef inline void _row_dots(const index_t[::1] indptr, const index_t[::1] indices
                            double *out) noexcept nogil:
     """``out[l] = x_i . w[:, l]`` for every lane; ``w`` is ``(n_features, LANES)``.
 
-    The 8 lanes are two register tiles, held through the row's non-zeros.
+    The 8 lanes are two register tiles, held through the row's non-zeros,
+    twice over: even and odd non-zeros add into their own pair, so that
+    each add waits for the one two non-zeros back (the chain of adds, not
+    the loads of the weights, bounded a row's time).
     """
     cdef skbce_tile_d lo = skbce_tile_d_zero(), hi = skbce_tile_d_zero()
+    cdef skbce_tile_d lo2 = skbce_tile_d_zero(), hi2 = skbce_tile_d_zero()
     cdef const double *wk
-    cdef double v
-    cdef index_t p
-    for p in range(indptr[i], indptr[i + 1]):
+    cdef const double *wk2
+    cdef double v, v2
+    cdef index_t p = indptr[i], end = indptr[i + 1]
+    while p + 1 < end:
+        v = data[p]
+        v2 = data[p + 1]
+        wk = w + <Py_ssize_t>indices[p] * LANES
+        wk2 = w + <Py_ssize_t>indices[p + 1] * LANES
+        lo = skbce_tile_d_fma(lo, v, wk)
+        hi = skbce_tile_d_fma(hi, v, wk + 4)
+        lo2 = skbce_tile_d_fma(lo2, v2, wk2)
+        hi2 = skbce_tile_d_fma(hi2, v2, wk2 + 4)
+        p += 2
+    if p < end:
         v = data[p]
         wk = w + <Py_ssize_t>indices[p] * LANES
         lo = skbce_tile_d_fma(lo, v, wk)
         hi = skbce_tile_d_fma(hi, v, wk + 4)
-    skbce_tile_d_store(lo, out)
-    skbce_tile_d_store(hi, out + 4)
+    skbce_tile_d_store(skbce_tile_d_add(lo, lo2), out)
+    skbce_tile_d_store(skbce_tile_d_add(hi, hi2), out + 4)
 
 
 cdef inline void _row_axpys(const index_t[::1] indptr, const index_t[::1] indices,
