@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/bench_many_labels.py [--shapes eurlex ...] [--scale 0.33]
       [--threads 2] [--C 10] [--methods skbce liblinear-s0 ...] [--repeat N]
-      [--peer-python PATH]
+      [--peer-python PATH] [--shuffle]
       python benchmarks/bench_many_labels.py --memory-check SECONDS [--C 10]
 
 Each method is fitted once per shape in a subprocess of its own (data read
@@ -261,6 +261,28 @@ def shape_data(name, scale, cache_dir):
     return path
 
 
+def shuffled_data(path, seed=0):
+    """A copy of a cached shape with its training rows and its labels in a seeded random order.
+
+    The generator stores labels by topic popularity (the first
+    ``n_topics`` labels are one per topic) and rows in the order drawn; a
+    user's data may come in any order, so both are permuted (the test rows'
+    labels with the same permutation; the test rows stay as they are).
+    """
+    out = path[:-len(".npz")] + f"-shuffled{seed}.npz"
+    if not os.path.exists(out):
+        Xtr, Xte, Ytr, Yte = load(path)
+        rng = np.random.default_rng(seed)
+        rows = rng.permutation(Xtr.shape[0])
+        labels = rng.permutation(Ytr.shape[1])
+        Xtr, Ytr, Yte = Xtr[rows], Ytr[rows][:, labels].tocsr(), Yte[:, labels].tocsr()
+        np.savez(out, **{f"{key}_{part}": getattr(M, part) for key, M in
+                         (("Xtr", Xtr), ("Xte", Xte), ("Ytr", Ytr), ("Yte", Yte))
+                         for part in ("data", "indices", "indptr")},
+                 shapes=np.array([Xtr.shape, Xte.shape, Ytr.shape, Yte.shape]))
+    return out
+
+
 def load(path):
     f = np.load(path)
     shapes = f["shapes"]
@@ -509,6 +531,9 @@ def main():
     parser.add_argument("--memory-check", type=float, metavar="SECONDS",
                         help="fit the 100 000 x 20 000 x 30 000 memory shape (big_shape) "
                              "for at most SECONDS and report the peak resident memory")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="fit the training rows and the labels in a seeded random order "
+                             "(shuffled_data) instead of the generator's")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -524,7 +549,10 @@ def main():
           f"({os.cpu_count()} cores); threads={args.threads}, C={args.C}")
     for name in args.shapes:
         path = shape_data(name, args.scale, args.cache)
-        print(f"\n## {name} (scale {args.scale:g}): {describe(path)}\n")
+        if args.shuffle:
+            path = shuffled_data(path)
+        order = ", rows and labels shuffled" if args.shuffle else ""
+        print(f"\n## {name} (scale {args.scale:g}{order}): {describe(path)}\n")
         best = {}
         for round_ in range(args.repeat):
             for method in args.methods:
