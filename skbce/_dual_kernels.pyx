@@ -787,20 +787,21 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             long long[::1] visits, unsigned char[::1] converged, int n_threads):
     """Fit the labels ``labels`` by dual coordinate descent, in place.
 
-    ``X`` is the CSR ``(indptr, indices, data)``; ``Y`` (n_samples, m) holds
-    the targets in [0, 1], label ``labels[p]``'s in column ``columns[p]``;
-    consecutive groups of 8 in ``labels`` are fitted together (a block), so
-    labels that share rows should be neighbours there. ``sqnorm`` and ``xmax`` each row's squared norm
-    and largest absolute value; ``sw`` the normalised sample weights (sum
-    1); ``pw`` the positive weight of each label; ``col`` ``sum_i s_i
-    x_ik^2``. Indexed by label: ``pw``, ``b``, the outputs, and the rows of
-    ``W`` (n_labels, n_features, in ``X``'s precision: the
-    thread's copy of a block's weights is float64) and ``b`` hold the start
-    and receive the solution; ``f`` the objective of each label, ``epochs`` the
-    epochs it took, ``visits`` the rows it visited (the exact passes'
-    included) and ``converged`` whether it met the stopping rule (gradient
-    max-norm and predicted decrease, see the module docstring). ``alpha``
-    must be positive. Validated by the caller.
+    ``X`` is the CSR ``(indptr, indices, data)``. ``Y`` (n_samples, m) holds
+    the targets in [0, 1], label ``labels[p]``'s in column ``columns[p]``.
+    Consecutive groups of 8 in ``labels`` are fitted together (a block; 4,
+    2 or 1 when the call has fewer than ``8 * n_threads`` labels, so that
+    every thread has a block), so labels that share rows should be
+    neighbours there. ``sqnorm`` and ``xmax`` are each row's squared norm
+    and largest absolute value, ``sw`` the normalised sample weights (sum
+    1) and ``col`` ``sum_i s_i x_ik^2``. Indexed by label: ``pw`` (the
+    positive weights), ``W`` (n_labels, n_features, in ``X``'s precision;
+    a thread's copy of a block's weights is float64) and ``b``, which hold
+    the start and receive the solution, and the outputs ``f`` (the
+    objective), ``epochs`` (the epochs taken), ``visits`` (the rows visited,
+    the exact passes' included) and ``converged`` (whether the label met
+    the stopping rule: gradient max-norm and predicted decrease, see the
+    module docstring). ``alpha`` must be positive. Validated by the caller.
     """
     cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = labels.shape[0], blk, n_blocks
     cdef int width, threads, failed = 0

@@ -137,6 +137,31 @@ def test_dual_cd_sparse_targets_in_label_blocks(container):
     assert sparse.issparse(model.predict(X))
 
 
+def test_dual_cd_per_label_settings_follow_their_label_in_chunks():
+    """Sparse targets in chunks (each chunk's targets in the kernel's order,
+    the labels' arrays in theirs), a per-label pos_weight and a warm start
+    of varied labels: every label gets its own settings and start, so the
+    fit equals the dense one and each label its fit alone."""
+    import sklearn
+
+    X, Y = _text_like(n=300, d=40, k=21, seed=5)
+    pos_weight = np.linspace(0.5, 4.0, Y.shape[1])
+    params = dict(solver="dual-cd", C=10.0, tol=1e-8, max_iter=5000, pos_weight=pos_weight)
+    dense = MultiLabelLogistic(**params).fit(X, Y)
+    with sklearn.config_context(working_memory=1e-3):
+        warm = MultiLabelLogistic(warm_start=True, **params)
+        warm.coef_ = dense.coef_ * np.linspace(0.0, 1.5, Y.shape[1])[:, None]
+        warm.intercept_ = dense.intercept_ + np.linspace(-1.0, 1.0, Y.shape[1])
+        warm.fit(X, sparse.csc_array(Y))
+    f_dense = _objective(dense, X, Y, 10.0, pos_weight=pos_weight)
+    assert_allclose(_objective(warm, X, Y, 10.0, pos_weight=pos_weight), f_dense, rtol=1e-9)
+    assert_allclose(warm.coef_, dense.coef_, atol=1e-5)
+    for j in (2, 13):
+        alone = MultiLabelLogistic(**dict(params, pos_weight=pos_weight[j])).fit(X, Y[:, [j]])
+        assert_allclose(dense.coef_[j], alone.coef_[0], atol=1e-5)
+        assert_allclose(dense.intercept_[j], alone.intercept_[0], atol=1e-5)
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_dual_cd_blocks_of_labels_and_partial_warm_start(n_jobs):
     """21 labels go in blocks of 8 lanes (the last block partly empty), some

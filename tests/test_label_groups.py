@@ -38,14 +38,43 @@ def test_blocks_hold_labels_of_one_topic(y_format):
         assert len(set(topic[order[start:start + 8]])) == 1
 
 
-def test_sparse_and_dense_targets_give_one_order():
+def _blocks(order, group=8):
+    return [frozenset(order[start:start + group].tolist())
+            for start in range(0, len(order), group)]
+
+
+def test_sparse_and_dense_inputs_give_the_same_blocks():
     X, Y, _ = _topic_labels(seed=1)
-    dense = similar_label_order(X, Y, 8)
-    assert np.array_equal(similar_label_order(X, sparse.csr_matrix(Y), 8), dense)
-    assert np.array_equal(similar_label_order(X.toarray(), Y, 8), dense)
+    dense = _blocks(similar_label_order(X, Y, 8))
+    assert _blocks(similar_label_order(X, sparse.csr_matrix(Y), 8)) == dense
+    assert _blocks(similar_label_order(X.toarray(), Y, 8)) == dense
+    assert _blocks(similar_label_order(X.astype(np.float32), Y, 8)) == dense
 
 
-@pytest.mark.parametrize("n_labels", [1, 8, 9, 21, 64])
+def test_labels_without_positives_share_the_last_blocks():
+    X, Y, topic = _topic_labels(seed=2)
+    empty = np.flatnonzero(topic < 2)  # the 16 labels of two topics lose their positives
+    Y[:, empty] = 0
+    order = similar_label_order(X, Y, 8)
+    assert set(order[-16:].tolist()) == set(empty.tolist())
+    # The other 24 labels still go by topic.
+    for start in range(0, 24, 8):
+        assert len(set(topic[order[start:start + 8]])) == 1
+
+
+def test_order_is_bounded_by_working_memory():
+    """The centroids are summed over blocks of rows: a tiny working memory
+    gives the same blocks."""
+    import sklearn
+
+    X, Y, _ = _topic_labels(seed=3)
+    expected = _blocks(similar_label_order(X, Y, 8))
+    with sklearn.config_context(working_memory=1e-3):
+        assert _blocks(similar_label_order(X, Y, 8)) == expected
+        assert _blocks(similar_label_order(X, sparse.csc_matrix(Y), 8)) == expected
+
+
+@pytest.mark.parametrize("n_labels", [0, 1, 8, 9, 21, 64])
 def test_order_is_a_permutation_for_any_label_count(n_labels):
     """Fewer labels than a block, a block and one, a partial last block,
     labels without positives: the order is always a permutation."""
@@ -53,5 +82,7 @@ def test_order_is_a_permutation_for_any_label_count(n_labels):
     X = sparse.random(60, 30, density=0.2, random_state=0, format="csr")
     Y = (rng.uniform(size=(60, n_labels)) < 0.1).astype(np.int8)
     Y[:, ::4] = 0
-    order = similar_label_order(X, Y, 8)
-    assert np.array_equal(np.sort(order), np.arange(n_labels))
+    for targets in (Y, np.zeros_like(Y)):
+        order = similar_label_order(X, targets, 8)
+        assert order.dtype == np.intp
+        assert np.array_equal(np.sort(order), np.arange(n_labels))

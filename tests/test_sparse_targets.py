@@ -319,8 +319,8 @@ def test_fit_memory_does_not_scale_with_samples_times_labels():
         # non-zeros (Y's CSC copy; X's per-non-zero caches) and a constant --
         # not the (n_samples, n_labels) entries: one byte each would be
         # 2.4 MiB at 256 labels, float32 logits 9.8 MiB. (Measured, "auto"
-        # taking dual-cd: a peak of 1.79 MiB at 64 labels, 2.58 at 256, 3.21
-        # at 1024; dual-cd's per-thread block state, allocated in C, is not
+        # taking dual-cd: a peak of 1.82 MiB at 64 labels, 2.62 at 256, 3.28
+        # at 1024, its label order included; dual-cd's per-thread block state, allocated in C, is not
         # traced and grows with n_samples + n_features only.)
         y_bytes = Y.data.nbytes + Y.indices.nbytes + Y.indptr.nbytes
         x_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes

@@ -75,13 +75,7 @@ def _row_stats(indptr, data):
 
 def _label_order(problem):
     """The labels in the order the kernel takes them: similar labels in the same block."""
-    if problem._csr is None:
-        X = problem.X
-    else:
-        indptr, indices, data = problem._csr
-        X = sparse.csr_matrix((data, indices, indptr),
-                              shape=(problem.n_samples, problem.n_features))
-    return similar_label_order(X, problem.Y_all, BLOCK_WIDTH).astype(np.intp, copy=False)
+    return similar_label_order(problem.X, problem.Y_all, BLOCK_WIDTH)
 
 
 def _label_chunks(Y, order):
@@ -89,7 +83,9 @@ def _label_chunks(Y, order):
 
     A dense ``Y`` is one chunk (it is already in memory); a sparse one (CSC)
     is densified a chunk of columns at a time, so that no ``(n_samples,
-    n_labels)`` array is made. Chunks are whole blocks of the kernel.
+    n_labels)`` array is made. Chunks are whole blocks of the kernel (8
+    labels), so a chunk holds at least 8 labels' targets, even when fewer
+    fit in ``working_memory``.
     """
     n, k = Y.shape
     if not sparse.issparse(Y):
