@@ -42,80 +42,87 @@ Shapes (seeded; :func:`eurlex_like` describes the generator):
 ``--scale`` multiplies rows and labels (e.g. 0.33 for a quick check).
 
 Measured (2 threads, C=10, peers at their defaults -- LibMultiLabel fits
-no bias -- one run per shape on the shared 2-core machine at load 1.6-1.9
-from other tenants; skbce's eurlex fit shared its first seconds with a
-short test run of this checkout):
+no bias -- one run per shape on the shared 2-core machine at load 1.8-2.0
+from other tenants):
 
 eurlex, full size (15 000 / 4 000 rows, 3 946 labels, median 9 rows a
 label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 49.6 | 0.58 | 0.804 | 0.504 |
-| skbce-no-intercept | 60.3 | 0.58 | 0.803 | 0.505 |
-| skbce-newton-cg | 116.7 | 1.37 | 0.804 | 0.504 |
-| liblinear-s1 | 79.2 | 0.71 | 0.819 | 0.511 |
-| liblinear-s7 | 112.8 | 0.71 | 0.802 | 0.505 |
-| liblinear-s0 | 317.9 | 0.71 | 0.803 | 0.505 |
-| omikuji | 6.5 | 0.30 | 0.789 | 0.497 |
-| napkinxc | 3.8 | 0.15 | 0.769 | 0.489 |
+| skbce (auto: dual-cd) | 38.9 | 0.58 | 0.804 | 0.504 |
+| skbce-no-intercept | 52.1 | 0.58 | 0.802 | 0.505 |
+| liblinear-s1 | 89.1 | 0.69 | 0.819 | 0.511 |
+| liblinear-s7 | 106.7 | 0.69 | 0.803 | 0.505 |
+| liblinear-s0 | 283.9 | 0.70 | 0.803 | 0.505 |
+| omikuji | 6.5 | 0.29 | 0.788 | 0.495 |
+| napkinxc | 4.1 | 0.15 | 0.765 | 0.490 |
 
 fewrows, ``--scale 0.5`` (2 500 / 750 rows, 5 000 labels, median 2 rows a
 label, 1 063 labels without a training positive):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 7.3 | 0.60 | 0.657 | 0.435 |
-| skbce-no-intercept | 8.5 | 0.60 | 0.665 | 0.443 |
-| skbce-newton-cg | 25.4 | 0.60 | 0.655 | 0.434 |
-| liblinear-s1 | 14.2 | 0.73 | 0.745 | 0.476 |
-| liblinear-s7 | 20.0 | 0.73 | 0.669 | 0.443 |
-| liblinear-s0 | 53.2 | 0.73 | 0.667 | 0.444 |
-| omikuji | 1.4 | 0.12 | 0.649 | 0.419 |
-| napkinxc | 1.0 | 0.10 | 0.617 | 0.401 |
+| skbce (auto: dual-cd) | 5.9 | 0.60 | 0.657 | 0.435 |
+| skbce-no-intercept | 7.3 | 0.60 | 0.665 | 0.443 |
+| skbce-newton-cg | 21.3 | 0.61 | 0.655 | 0.434 |
+| liblinear-s1 | 11.6 | 0.72 | 0.748 | 0.477 |
+| liblinear-s7 | 16.4 | 0.72 | 0.667 | 0.443 |
+| liblinear-s0 | 46.3 | 0.72 | 0.667 | 0.444 |
+| omikuji | 1.4 | 0.12 | 0.648 | 0.415 |
+| napkinxc | 1.1 | 0.09 | 0.616 | 0.404 |
 
 wide, ``--scale 0.2`` (10 000 / 2 400 rows, 20 000 features, 4 000 labels,
 median 6 rows a label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 37.1 | 1.53 | 0.795 | 0.515 |
-| skbce-no-intercept | 45.6 | 1.53 | 0.795 | 0.515 |
-| liblinear-s1 | 56.0 | 1.66 | 0.827 | 0.530 |
-| liblinear-s7 | 88.9 | 1.66 | 0.796 | 0.516 |
-| liblinear-s0 | 257.4 | 1.67 | 0.795 | 0.516 |
-| omikuji | 4.3 | 0.26 | 0.782 | 0.511 |
-| napkinxc | 3.0 | 0.15 | 0.757 | 0.501 |
+| skbce (auto: dual-cd) | 24.2 | 1.53 | 0.794 | 0.515 |
+| skbce-no-intercept | 30.4 | 1.53 | 0.796 | 0.516 |
+| liblinear-s1 | 46.2 | 1.65 | 0.829 | 0.530 |
+| liblinear-s7 | 65.5 | 1.65 | 0.795 | 0.516 |
+| liblinear-s0 | 210.3 | 1.65 | 0.795 | 0.516 |
+| omikuji | 4.9 | 0.27 | 0.776 | 0.511 |
+| napkinxc | 3.3 | 0.15 | 0.747 | 0.498 |
 
-Interleaved, best of 2 (``--methods skbce liblinear-s1 --repeat 2``): eurlex
-47.5 s against 82.0 s (1.73x), fewrows at full size (5 000 rows, 10 000
-labels) 21.7 s against 41.3 s (1.91x).
+Interleaved, best of 2 (``--methods skbce liblinear-s1 --repeat 2``):
+eurlex with rows and labels shuffled (``--shuffle``) 28.5 s against 75.8 s
+(2.66x), wide at scale 0.2 25.1 s against 43.0 s (1.71x), fewrows at full
+size (5 000 rows, 10 000 labels) 17.4 s against 40.9 s (2.36x).
 
-So the default fit is 1.5-1.9x faster than liblinear's ``-s 1`` (not the
-2x aimed at), 2.3-2.7x faster than its logistic dual coordinate descent
-``-s 7`` and 6.4-7.3x faster than ``-s 0``, with less peak memory than all
-three. P@k: with ``fit_intercept=False`` (LibMultiLabel's model) skbce is
-within 0.002 of ``-s 0`` on every shape; the default's unpenalised
-intercept gives the same P@k on eurlex and wide and 0.010 / 0.009 less on
+So the default fit is 1.7-2.7x faster than liblinear's ``-s 1``: 2x or
+more on eurlex and fewrows, not on wide (20 000 features: a block's
+weights, 8 doubles a feature, no longer fit in a core's L2 cache); 2.7-2.8x
+faster than its logistic dual coordinate descent ``-s 7`` and 7.3-8.7x
+faster than ``-s 0``, with less peak memory than all three. P@k: with
+``fit_intercept=False`` (LibMultiLabel's model) skbce is within 0.002 of
+``-s 0`` on every shape; the default's unpenalised intercept gives the
+same P@k on eurlex and wide (within 0.001) and 0.010 / 0.009 less on
 fewrows, where a fifth of the labels have no training positive.
 
-Where the time goes (``verbose=1`` reports it): on eurlex's first 400
-labels at scale 0.33 (one thread), dual-cd visits 9.0 passes' worth of
-rows per label (the exact checks included), in blocks of 8 labels that
-share each row read: a block makes about 16 passes of epochs and 3 exact
-passes. newton-cg needed 38 label-passes per label (above: 2.35x slower
-in all). The epochs' dot products and updates over rows in random order
-(memory-bound gathers of the weights' cache lines) are most of the time,
-the per-lane scalar work (one ``exp`` a visit, a Newton solve for the
-rows that move) the rest. What would close the distance to the label
-trees (7-10x): every exact one-vs-rest label must touch every row at
-least at each tightening of its tolerance, while a tree trains a label on
-the rows of its cluster only. Fewer passes would need a better start
-than the constant model (the first epochs move every row), a single
-tolerance phase (the decrease test needs the objective, known only after
-an exact pass), and the far negatives -- nearly all rows of a rare label,
-whose dual variables all sit near ``-c sigmoid(b)`` -- handled in bulk
-through the Gram matrix shared by all labels instead of row by row.
+Where the time goes (``verbose=1`` reports the passes; ``perf record``
+the rest): on eurlex at scale 0.33 (1 302 labels, one thread), dual-cd
+visits 8.8 passes' worth of rows per label (the exact checks included), in
+blocks of 8 labels that share each row read. Of the whole process's
+samples, the epochs took 48 %, the exact passes 8 %, the scalar ``exp``
+of the one-variable Newton solves 6 % and the lanes' vector ``exp`` 4 %;
+inside the epochs, a row's dot products with the block's weights (a
+gather of one cache line a non-zero) are the largest part. On wide
+(20 000 features, two threads) the epochs took 60 % and the exact passes
+14 %. Three changes of this version: similar labels in a block (the
+block's epochs visit the rows active in any of its labels: kernel 9.3 s
+-> 7.0 s on that eurlex subset, the same passes per label), the lanes'
+sigmoids through libmvec's vector ``exp`` (gcc had unrolled the loop
+into 8 scalar calls: 7.0 -> 6.2-6.6 s) and a row's dot products in two
+chains of adds (a further 3-15 % in A/B runs). What would close the
+distance to the label trees (5-7x): every exact one-vs-rest label must
+touch every row at least at each tightening of its tolerance, while a tree
+trains a label on the rows of its cluster only. Fewer passes would need a
+better start than the constant model (the first epochs move every row), a
+single tolerance phase (the decrease test needs the objective, known only
+after an exact pass), and the far negatives -- nearly all rows of a rare
+label, whose dual variables all sit near ``-c sigmoid(b)`` -- handled in
+bulk through the Gram matrix shared by all labels instead of row by row.
 """
 
 import argparse
