@@ -114,8 +114,10 @@ block's epochs visit the rows active in any of its labels: kernel 9.3 s
 -> 7.0 s on that eurlex subset, the same passes per label), the lanes'
 sigmoids through libmvec's vector ``exp`` (gcc had unrolled the loop
 into 8 scalar calls: 7.0 -> 6.2-6.6 s) and a row's dot products in two
-chains of adds (a further 3-15 % in A/B runs). What would close the
-distance to the label trees (5-7x): every exact one-vs-rest label must
+chains of adds (a further 3-15 % in A/B runs). A software prefetch of
+the next row's weights made wide slower (30.5 / 31.1 s against 28.2 /
+25.9 s, interleaved) and was dropped. What would close the
+distance to the label trees (4-10x above): every exact one-vs-rest label must
 touch every row at least at each tightening of its tolerance, while a tree
 trains a label on the rows of its cluster only. Fewer passes would need a
 better start than the constant model (the first epochs move every row), a
