@@ -378,12 +378,14 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
                       const data_t[::1] data, const target_t[:, ::1] Y, const Py_ssize_t *label,
                       const Py_ssize_t *column, int width, const double[::1] sw,
                       const double[::1] pw,
-                      double smoothing, double alpha, const data_t[:, ::1] W,
+                      double smoothing, double alpha, const data_t[:, ::1] W, bint warm,
                       const double[::1] b0, bint fit_b, double rho_scale, double rho_floor, double eps_factor,
                       double tol, Workspace *ws, Lanes *ln) noexcept nogil:
     """Lane ``l < width`` takes label ``label[l]`` (its targets: column ``column[l]`` of ``Y``).
 
-    Its dual start is the primal start's.
+    Its dual start is the primal start's: ``W``'s rows if ``warm``, else
+    zero weights (``W`` is then not read: on a cold start its pages need
+    never be touched before the block writes them).
     The dual point of ``(W[j], b[j])`` has ``t_i = z_i``; its weights are
     ``sum_i a_i x_i`` (equal to ``W[j]`` only at the optimum).
     """
@@ -424,7 +426,7 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
                 ln.n_all[l] += 1
     for k in range(d):
         for l in range(LANES):
-            ws.w[k * LANES + l] = W[label[l], k] if l < width else 0.0
+            ws.w[k * LANES + l] = W[label[l], k] if warm and l < width else 0.0
             if ws.w[k * LANES + l] != 0:
                 start_zero = 0
     for l in range(LANES):
@@ -634,8 +636,8 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      const Py_ssize_t[::1] labels, const Py_ssize_t[::1] columns, Py_ssize_t p0,
                      int width, const double[::1] sqnorm, const double[::1] xmax,
                      const double[::1] sw, const double[::1] pw, double smoothing,
-                     double alpha, const double[::1] col, data_t[:, ::1] W, double[::1] b,
-                     bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
+                     double alpha, const double[::1] col, data_t[:, ::1] W, bint warm,
+                     double[::1] b, bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
                      int max_epochs, double[::1] f_out, int[::1] epochs_out,
                      long long[::1] visits_out, unsigned char[::1] converged_out,
                      double *buffer, unsigned char *mask, int *active) noexcept nogil:
@@ -675,7 +677,8 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
     for l in range(width):
         label[l] = labels[p0 + l]
         column[l] = columns[p0 + l]
-    _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, b, fit_b,
+    _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, warm,
+                b, fit_b,
                 rho_scale, rho_floor, eps_factor, tol, ws, &ln)
     while True:
         running = _lanes_in(&ln, RUNNING)
@@ -780,7 +783,8 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             const target_t[:, ::1] Y, const Py_ssize_t[::1] labels,
             const Py_ssize_t[::1] columns, const double[::1] sqnorm, const double[::1] xmax,
             const double[::1] sw, const double[::1] pw, double smoothing, double alpha,
-            const double[::1] col, data_t[:, ::1] W, double[::1] b, bint fit_intercept,
+            const double[::1] col, data_t[:, ::1] W, bint warm, double[::1] b,
+            bint fit_intercept,
             double rho, double rho_floor, double eps_factor, double tol, int max_epochs,
             double[::1] f,
             int[::1] epochs,
@@ -797,7 +801,8 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     1) and ``col`` ``sum_i s_i x_ik^2``. Indexed by label: ``pw`` (the
     positive weights), ``W`` (n_labels, n_features, in ``X``'s precision;
     a thread's copy of a block's weights is float64) and ``b``, which hold
-    the start and receive the solution, and the outputs ``f`` (the
+    the start (``W``'s only if ``warm``: else the weights start at zero and
+    ``W`` is only written) and receive the solution, and the outputs ``f`` (the
     objective), ``epochs`` (the epochs taken), ``visits`` (the rows visited,
     the exact passes' included) and ``converged`` (whether the label met
     the stopping rule: gradient max-norm and predicted decrease, see the
@@ -829,7 +834,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             if buffer != NULL and mask != NULL and active != NULL:
                 _fit_block(indptr, indices, data, Y, labels, columns, blk * width,
                            <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
-                           smoothing, alpha, col, W, b, fit_intercept, rho, rho_floor, eps_factor, tol,
+                           smoothing, alpha, col, W, warm, b, fit_intercept, rho, rho_floor, eps_factor, tol,
                            max_epochs, f, epochs, visits, converged, buffer, mask, active)
         free(active)
         free(mask)

@@ -104,6 +104,21 @@ def _chunk_targets(Y, labels):
     return np.ascontiguousarray(Y), labels
 
 
+def _coefficient_array(W0, shape, dtype):
+    """The array the kernel writes the coefficients to, and whether ``W0`` is a start to read.
+
+    A cold start (``W0`` all zeros, usually a broadcast zero) gets lazily
+    zeroed memory that the kernel does not read: copying the zeros into a
+    ``(n_labels, n_features)`` array first took 2.1 s of a 25 s fit with
+    4 000 labels and 20 000 features (one thread faulting in every page);
+    unread, each page is first touched by the thread that writes it.
+    """
+    W0 = np.asarray(W0)
+    if not W0.any():
+        return np.zeros(shape, dtype=dtype), False
+    return np.array(np.broadcast_to(W0, shape), dtype=dtype, order="C"), True
+
+
 def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     """Fit each label by dual coordinate descent with shrinking (see the module docstring).
 
@@ -134,7 +149,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     # The coefficients in X's precision, written by the kernel in place: the
     # result needs no second copy (a block's weights are float64 while it is
     # fitted).
-    W = np.array(np.asarray(W0), dtype=data.dtype, order="C")
+    W, warm = _coefficient_array(W0, (k, problem.n_features), data.dtype)
     b = np.array(np.broadcast_to(b0, (k,)), dtype=np.float64)
     if not problem.fit_intercept:
         b[:] = 0.0
@@ -155,7 +170,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         start = time.perf_counter()
         _dual_cd_kernel(indptr, indices, data, Y, labels, columns, sqnorm, xmax, sw, pw,
                         float(problem.label_smoothing), float(problem.alpha),
-                        column_means, W, b, bool(problem.fit_intercept),
+                        column_means, W, warm, b, bool(problem.fit_intercept),
                         rho, RHO_FLOOR, EPS_FACTOR, float(tol), int(max_iter), f,
                         epochs, visits, converged, int(problem.n_threads))
         kernel_seconds += time.perf_counter() - start
