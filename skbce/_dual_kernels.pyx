@@ -374,13 +374,64 @@ cdef void _gather_active(Py_ssize_t n, Workspace *ws, unsigned int running) noex
     ws.n_act = m
 
 
+cdef void _constant_start_weights(const index_t[::1] indptr, const index_t[::1] indices,
+                                  const data_t[::1] data, const target_t[:, ::1] Y,
+                                  const Py_ssize_t *label, const Py_ssize_t *column, int width,
+                                  const double[::1] sw, const double[::1] pw, double smoothing,
+                                  double alpha, const double[::1] xt_sw, Workspace *ws,
+                                  Lanes *ln) noexcept nogil:
+    """Add the dual start's weights ``sum_i a_i x_i`` to ``ws.w`` (zero) when every logit is ``b``.
+
+    With every sample's ``u_i = s = sigmoid(b)`` (zero weights), ``a_i =
+    c_i (q_i - s)`` is ``s_i / alpha (kappa y_i - s)``, ``kappa = pw - s (pw
+    - 1)``, ``y_i`` the smoothed target ``(1 - smoothing) t_i + smoothing /
+    2`` (``t_i`` the column of ``Y``). So the weights are ``kappa (1 -
+    smoothing) / alpha sum_i s_i t_i x_i``, a sum over the rows with a
+    non-zero target (a rare label's positives), plus ``(kappa smoothing / 2
+    - s) / alpha`` times ``xt_sw = X^T s``, shared by all labels: the
+    block's start reads the rows of its positives, not all of ``X``.
+    """
+    cdef Py_ssize_t n = sw.shape[0], d = xt_sw.shape[0], i, k
+    cdef double kappa[LANES]
+    cdef double shared[LANES]
+    cdef double r[LANES]
+    cdef double t, s, sw_sum = 0.0
+    cdef bint any_r
+    cdef int l
+    for l in range(LANES):
+        kappa[l] = 0.0
+        shared[l] = 0.0
+        if l < width:
+            s = ws.s[l]  # row 0's: every row's
+            kappa[l] = pw[label[l]] - s * (pw[label[l]] - 1.0)
+            shared[l] = (0.5 * smoothing * kappa[l] - s) / alpha
+    for i in range(n):
+        sw_sum += sw[i]
+        any_r = False
+        for l in range(LANES):
+            r[l] = 0.0
+            if l < width:
+                t = <double>Y[i, column[l]]
+                if t != 0:
+                    r[l] = sw[i] * kappa[l] * (1.0 - smoothing) * t / alpha
+                    ln.sum_a[l] += r[l]
+                    any_r = True
+        if any_r:
+            _row_axpys(indptr, indices, data, i, r, ws.w)
+    for l in range(width):
+        ln.sum_a[l] += shared[l] * sw_sum
+    for k in range(d):
+        for l in range(LANES):
+            ws.w[k * LANES + l] += shared[l] * xt_sw[k]
+
+
 cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
                       const data_t[::1] data, const target_t[:, ::1] Y, const Py_ssize_t *label,
                       const Py_ssize_t *column, int width, const double[::1] sw,
                       const double[::1] pw,
                       double smoothing, double alpha, const data_t[:, ::1] W, bint warm,
                       const double[::1] b0, bint fit_b, double rho_scale, double rho_floor, double eps_factor,
-                      double tol, Workspace *ws, Lanes *ln) noexcept nogil:
+                      double tol, const double[::1] xt_sw, Workspace *ws, Lanes *ln) noexcept nogil:
     """Lane ``l < width`` takes label ``label[l]`` (its targets: column ``column[l]`` of ``Y``).
 
     Its dual start is the primal start's: ``W``'s rows if ``warm``, else
@@ -439,12 +490,16 @@ cdef void _load_block(const index_t[::1] indptr, const index_t[::1] indices,
         skbce_sigmoid_lanes(ws.t + i * LANES, ws.s + i * LANES)
     for k in range(d * LANES):
         ws.w[k] = 0.0
-    for i in range(n):
-        for l in range(LANES):
-            o = i * LANES + l
-            r[l] = ws.c[o] * (ws.q[o] - ws.s[o]) if ws.c[o] > 0 else 0.0
-            ln.sum_a[l] += r[l]
-        _row_axpys(indptr, indices, data, i, r, ws.w)
+    if start_zero and n > 0:
+        _constant_start_weights(indptr, indices, data, Y, label, column, width, sw, pw,
+                                smoothing, alpha, xt_sw, ws, ln)
+    else:
+        for i in range(n):
+            for l in range(LANES):
+                o = i * LANES + l
+                r[l] = ws.c[o] * (ws.q[o] - ws.s[o]) if ws.c[o] > 0 else 0.0
+                ln.sum_a[l] += r[l]
+            _row_axpys(indptr, indices, data, i, r, ws.w)
     for l in range(width):
         # A sample's share of the primal gradient, in the units of P, below
         # which it needs no visit: the gradient's tolerance over the samples
@@ -636,7 +691,8 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
                      const Py_ssize_t[::1] labels, const Py_ssize_t[::1] columns, Py_ssize_t p0,
                      int width, const double[::1] sqnorm, const double[::1] xmax,
                      const double[::1] sw, const double[::1] pw, double smoothing,
-                     double alpha, const double[::1] col, data_t[:, ::1] W, bint warm,
+                     double alpha, const double[::1] col, const double[::1] xt_sw,
+                     data_t[:, ::1] W, bint warm,
                      double[::1] b, bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
                      int max_epochs, double[::1] f_out, int[::1] epochs_out,
                      long long[::1] visits_out, unsigned char[::1] converged_out,
@@ -679,7 +735,7 @@ cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
         column[l] = columns[p0 + l]
     _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, warm,
                 b, fit_b,
-                rho_scale, rho_floor, eps_factor, tol, ws, &ln)
+                rho_scale, rho_floor, eps_factor, tol, xt_sw, ws, &ln)
     while True:
         running = _lanes_in(&ln, RUNNING)
         if running:
@@ -783,7 +839,8 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             const target_t[:, ::1] Y, const Py_ssize_t[::1] labels,
             const Py_ssize_t[::1] columns, const double[::1] sqnorm, const double[::1] xmax,
             const double[::1] sw, const double[::1] pw, double smoothing, double alpha,
-            const double[::1] col, data_t[:, ::1] W, bint warm, double[::1] b,
+            const double[::1] col, const double[::1] xt_sw, data_t[:, ::1] W, bint warm,
+            double[::1] b,
             bint fit_intercept,
             double rho, double rho_floor, double eps_factor, double tol, int max_epochs,
             double[::1] f,
@@ -798,7 +855,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     every thread has a block), so labels that share rows should be
     neighbours there. ``sqnorm`` and ``xmax`` are each row's squared norm
     and largest absolute value, ``sw`` the normalised sample weights (sum
-    1) and ``col`` ``sum_i s_i x_ik^2``. Indexed by label: ``pw`` (the
+    1), ``col`` ``sum_i s_i x_ik^2`` and ``xt_sw`` ``sum_i s_i x_ik``. Indexed by label: ``pw`` (the
     positive weights), ``W`` (n_labels, n_features, in ``X``'s precision;
     a thread's copy of a block's weights is float64) and ``b``, which hold
     the start (``W``'s only if ``warm``: else the weights start at zero and
@@ -834,7 +891,7 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
             if buffer != NULL and mask != NULL and active != NULL:
                 _fit_block(indptr, indices, data, Y, labels, columns, blk * width,
                            <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
-                           smoothing, alpha, col, W, warm, b, fit_intercept, rho, rho_floor, eps_factor, tol,
+                           smoothing, alpha, col, xt_sw, W, warm, b, fit_intercept, rho, rho_floor, eps_factor, tol,
                            max_epochs, f, epochs, visits, converged, buffer, mask, active)
         free(active)
         free(mask)

@@ -58,6 +58,13 @@ RHO_FLOOR = 1.0
 EPS_FACTOR = 1.0
 
 
+def _weighted_column_sums(indptr, indices, data, sw, n_features):
+    """``X^T sw``, float64: every label's cold start shares it (see the kernel's load)."""
+    lengths = np.diff(indptr)
+    values = data[:indptr[-1]].astype(np.float64) * np.repeat(sw, lengths)
+    return np.bincount(indices[:indptr[-1]], weights=values, minlength=n_features)
+
+
 def _row_stats(indptr, data):
     """Each row's squared norm and largest absolute value, float64."""
     n = len(indptr) - 1
@@ -159,6 +166,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
     converged = np.zeros(k, dtype=np.uint8)
     visits = np.zeros(k, dtype=np.int64)
     column_means = np.ascontiguousarray(problem.squared_column_means(), dtype=np.float64)
+    column_sums = _weighted_column_sums(indptr, indices, data, sw, problem.n_features)
     kernel_seconds = 0.0
     start = time.perf_counter()
     order = _label_order(problem)
@@ -170,7 +178,7 @@ def dual_cd(problem, W0, b0, *, tol=1e-4, max_iter=1000, verbose=0):
         start = time.perf_counter()
         _dual_cd_kernel(indptr, indices, data, Y, labels, columns, sqnorm, xmax, sw, pw,
                         float(problem.label_smoothing), float(problem.alpha),
-                        column_means, W, warm, b, bool(problem.fit_intercept),
+                        column_means, column_sums, W, warm, b, bool(problem.fit_intercept),
                         rho, RHO_FLOOR, EPS_FACTOR, float(tol), int(max_iter), f,
                         epochs, visits, converged, int(problem.n_threads))
         kernel_seconds += time.perf_counter() - start
