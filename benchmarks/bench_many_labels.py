@@ -43,62 +43,71 @@ Shapes (seeded; :func:`eurlex_like` describes the generator):
 
 Measured (2 threads, C=10, peers at their defaults -- LibMultiLabel fits
 no bias -- one run per shape on the shared 2-core machine at load 1.8-2.0
-from other tenants):
+from other tenants; single runs vary by 15-20 % here: the ``skbce`` and
+``skbce-dual-cd`` rows fit the same model by the same code):
 
 eurlex, full size (15 000 / 4 000 rows, 3 946 labels, median 9 rows a
 label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 38.9 | 0.58 | 0.804 | 0.504 |
-| skbce-no-intercept | 52.1 | 0.58 | 0.802 | 0.505 |
-| liblinear-s1 | 89.1 | 0.69 | 0.819 | 0.511 |
-| liblinear-s7 | 106.7 | 0.69 | 0.803 | 0.505 |
-| liblinear-s0 | 283.9 | 0.70 | 0.803 | 0.505 |
-| omikuji | 6.5 | 0.29 | 0.788 | 0.495 |
-| napkinxc | 4.1 | 0.15 | 0.765 | 0.490 |
+| skbce (auto: dual-cd) | 36.1 | 0.58 | 0.804 | 0.504 |
+| skbce-dual-cd | 36.1 | 0.58 | 0.804 | 0.504 |
+| skbce-no-intercept | 49.1 | 0.58 | 0.803 | 0.505 |
+| skbce-newton-cg | 116.5 | 1.37 | 0.804 | 0.504 |
+| liblinear-s1 | 72.2 | 0.70 | 0.820 | 0.511 |
+| liblinear-s7 | 123.8 | 0.70 | 0.802 | 0.505 |
+| liblinear-s0 | 288.0 | 0.69 | 0.803 | 0.505 |
+| omikuji | 6.3 | 0.28 | 0.789 | 0.496 |
+| napkinxc | 3.9 | 0.15 | 0.772 | 0.489 |
 
 fewrows, ``--scale 0.5`` (2 500 / 750 rows, 5 000 labels, median 2 rows a
 label, 1 063 labels without a training positive):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 5.9 | 0.60 | 0.657 | 0.435 |
-| skbce-no-intercept | 7.3 | 0.60 | 0.665 | 0.443 |
-| skbce-newton-cg | 21.3 | 0.61 | 0.655 | 0.434 |
-| liblinear-s1 | 11.6 | 0.72 | 0.748 | 0.477 |
-| liblinear-s7 | 16.4 | 0.72 | 0.667 | 0.443 |
-| liblinear-s0 | 46.3 | 0.72 | 0.667 | 0.444 |
-| omikuji | 1.4 | 0.12 | 0.648 | 0.415 |
-| napkinxc | 1.1 | 0.09 | 0.616 | 0.404 |
+| skbce (auto: dual-cd) | 5.1 | 0.60 | 0.655 | 0.435 |
+| skbce-dual-cd | 4.5 | 0.60 | 0.655 | 0.435 |
+| skbce-no-intercept | 7.8 | 0.60 | 0.667 | 0.443 |
+| skbce-newton-cg | 25.3 | 0.60 | 0.655 | 0.434 |
+| liblinear-s1 | 15.1 | 0.72 | 0.741 | 0.476 |
+| liblinear-s7 | 17.7 | 0.72 | 0.664 | 0.443 |
+| liblinear-s0 | 53.1 | 0.72 | 0.667 | 0.444 |
+| omikuji | 1.6 | 0.12 | 0.655 | 0.421 |
+| napkinxc | 1.2 | 0.09 | 0.623 | 0.407 |
 
 wide, ``--scale 0.2`` (10 000 / 2 400 rows, 20 000 features, 4 000 labels,
 median 6 rows a label):
 
 | method | fit s | peak RSS GB | P@1 | P@5 |
 |---|---|---|---|---|
-| skbce (auto: dual-cd) | 24.2 | 1.53 | 0.794 | 0.515 |
-| skbce-no-intercept | 30.4 | 1.53 | 0.796 | 0.516 |
-| liblinear-s1 | 46.2 | 1.65 | 0.829 | 0.530 |
-| liblinear-s7 | 65.5 | 1.65 | 0.795 | 0.516 |
-| liblinear-s0 | 210.3 | 1.65 | 0.795 | 0.516 |
-| omikuji | 4.9 | 0.27 | 0.776 | 0.511 |
-| napkinxc | 3.3 | 0.15 | 0.747 | 0.498 |
+| skbce (auto: dual-cd) | 32.6 | 1.54 | 0.795 | 0.515 |
+| skbce-dual-cd | 26.1 | 1.53 | 0.795 | 0.515 |
+| skbce-no-intercept | 34.2 | 1.54 | 0.796 | 0.516 |
+| skbce-newton-cg | 99.5 | 1.54 | 0.795 | 0.516 |
+| liblinear-s1 | 61.1 | 1.65 | 0.828 | 0.531 |
+| liblinear-s7 | 72.6 | 1.65 | 0.795 | 0.515 |
+| liblinear-s0 | 234.5 | 1.66 | 0.795 | 0.516 |
+| omikuji | 5.4 | 0.25 | 0.783 | 0.510 |
+| napkinxc | 3.5 | 0.15 | 0.745 | 0.498 |
 
-Interleaved, best of 2 (``--methods skbce liblinear-s1 --repeat 2``):
-eurlex with rows and labels shuffled (``--shuffle``) 28.5 s against 75.8 s
-(2.66x), wide at scale 0.2 25.1 s against 43.0 s (1.71x), fewrows at full
-size (5 000 rows, 10 000 labels) 17.4 s against 40.9 s (2.36x).
+Interleaved, best of 2 (``--methods skbce liblinear-s1 --repeat 2``),
+against liblinear's ``-s 1``: eurlex with rows and labels shuffled
+(``--shuffle``) 31.9 s against 72.4 s (2.27x); wide at scale 0.2,
+shuffled, 24.6 s against 46.7 s (1.90x), and in its stored order 25.8 s
+against 55.9 s (2.17x; an earlier run the same day 26.3 s against 47.5 s,
+1.80x); fewrows at full size (5 000 rows, 10 000 labels) 17.0 s against 47.2 s
+(2.77x).
 
-So the default fit is 1.7-2.7x faster than liblinear's ``-s 1``: 2x or
-more on eurlex and fewrows, not on wide (20 000 features: a block's
-weights, 8 doubles a feature, no longer fit in a core's L2 cache); 2.7-2.8x
-faster than its logistic dual coordinate descent ``-s 7`` and 7.3-8.7x
-faster than ``-s 0``, with less peak memory than all three. P@k: with
-``fit_intercept=False`` (LibMultiLabel's model) skbce is within 0.002 of
-``-s 0`` on every shape; the default's unpenalised intercept gives the
-same P@k on eurlex and wide (within 0.001) and 0.010 / 0.009 less on
-fewrows, where a fifth of the labels have no training positive.
+So the default fit is 1.8-3.0x faster than liblinear's ``-s 1``: 2x or
+more on eurlex and fewrows, 1.8-2.2x on wide (20 000 features: a block's
+weights, 8 doubles a feature, no longer fit in a core's L2 cache);
+2.2-3.5x faster than its logistic dual coordinate descent ``-s 7`` and
+7-10x faster than ``-s 0``, with less peak memory than all three. P@k:
+with ``fit_intercept=False`` (LibMultiLabel's model) skbce is within
+0.001 of ``-s 0`` on every shape; the default's unpenalised intercept
+gives the same P@k on eurlex and wide (within 0.001) and 0.012 / 0.009
+less on fewrows, where a fifth of the labels have no training positive.
 
 Where the time goes (``verbose=1`` reports the passes; ``perf record``
 the rest): on eurlex at scale 0.33 (1 302 labels, one thread), dual-cd
@@ -109,22 +118,45 @@ of the one-variable Newton solves 6 % and the lanes' vector ``exp`` 4 %;
 inside the epochs, a row's dot products with the block's weights (a
 gather of one cache line a non-zero) are the largest part. On wide
 (20 000 features, two threads) the epochs took 60 % and the exact passes
-14 %. Three changes of this version: similar labels in a block (the
+14 %. Changes of the last two versions: similar labels in a block (the
 block's epochs visit the rows active in any of its labels: kernel 9.3 s
 -> 7.0 s on that eurlex subset, the same passes per label), the lanes'
 sigmoids through libmvec's vector ``exp`` (gcc had unrolled the loop
-into 8 scalar calls: 7.0 -> 6.2-6.6 s) and a row's dot products in two
-chains of adds (a further 3-15 % in A/B runs). A software prefetch of
-the next row's weights made wide slower (30.5 / 31.1 s against 28.2 /
-25.9 s, interleaved) and was dropped. What would close the
-distance to the label trees (4-10x above): every exact one-vs-rest label must
-touch every row at least at each tightening of its tolerance, while a tree
-trains a label on the rows of its cluster only. Fewer passes would need a
-better start than the constant model (the first epochs move every row), a
-single tolerance phase (the decrease test needs the objective, known only
-after an exact pass), and the far negatives -- nearly all rows of a rare
-label, whose dual variables all sit near ``-c sigmoid(b)`` -- handled in
-bulk through the Gram matrix shared by all labels instead of row by row.
+into 8 scalar calls: 7.0 -> 6.2-6.6 s), a row's dot products in two
+chains of adds (a further 3-15 % in A/B runs), a cold start's
+coefficients left to lazily zeroed memory (copying 640 MB of zeros took
+2.1 s of a 25 s fit on wide) and a block's start read from its
+positives' rows only (the constant model's dual weights are those rows'
+sum plus a multiple of ``X^T s``, shared by all labels: one axpy pass
+over ``X`` a block less).
+
+A block's work, counted on wide (500 blocks): its epochs read 11.5
+passes' worth of rows, its exact checks 3.3 passes. Every check
+(tolerance phase) restarts with nearly every row active: the epochs after
+the checks read 10 000, 10 000, 9 994, 8 263, 2 838, 770, ... rows, so
+each phase costs about four passes. The first check fails on 96 % of
+the labels, and on the decrease test, not the gradient's: the weights'
+predicted decrease is a median 35x the test's bound (their gradient's
+max-norm 0.03x its), and half of that decrease sits on the 40 most
+common features, present in every row -- so reactivating only the rows
+of the features that fail would not save a pass. Tried and not kept:
+deferring a block's last 1-3 running labels to blocks of such labels
+(warm-started) cut the counted row reads by 6 % on wide, 2 % on eurlex
+and 0 % on fewrows, below what this machine's timings can show; a
+tighter target for the next phase (1/16 or 1/64 of the test instead of
+1/4) gave more passes; 2 MiB pages for the thread's block state, and the
+features renumbered by frequency, made no difference; a software
+prefetch of the next row's weights made wide slower (30.5 / 31.1 s
+against 28.2 / 25.9 s, interleaved). What would close the distance to
+the label trees (4-10x above): every exact one-vs-rest label must touch
+every row at least at each tightening of its tolerance, while a tree
+trains a label on the rows of its cluster only. Fewer passes would need
+a phase that moves the common features' collective error (as the
+intercept's augmented Lagrangian moves the intercept's) instead of
+tightening every row's tolerance, or a block's weights that fit a
+core's cache when there are many features (float32 weights would, but
+their rounding leaves steps smaller than their last bit unapplied, and
+the tightest phases need such steps).
 """
 
 import argparse
