@@ -871,6 +871,9 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     cdef double *buffer
     cdef unsigned char *mask
     cdef int *active
+    if col.shape[0] != d or xt_sw.shape[0] != d:
+        raise ValueError(f"dual_cd: col and xt_sw need W's {d} features, got "
+                         f"{col.shape[0]} and {xt_sw.shape[0]}")
     if k == 0:
         return
     # Blocks of 8 labels, narrower when there are too few labels to give

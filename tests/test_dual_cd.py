@@ -211,3 +211,21 @@ def test_dual_cd_rejects_what_it_cannot_fit():
         MultiLabelLogistic(solver="dual-cd", C=np.inf).fit(X, Y)
     with pytest.raises(ValueError, match="l1_ratio"):
         MultiLabelLogistic(solver="dual-cd", l1_ratio=0.5).fit(X, Y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cold_start_column_sums_match_scipy(dtype):
+    """``X^T sw``, shared by every block's cold start, also on a row block whose indptr starts past 0."""
+    from skbce.linear_model._dual_cd import _weighted_column_sums
+
+    X, _ = _text_like(n=120, d=40, seed=3)
+    X = X.astype(dtype)
+    X.data = np.concatenate([X.data, np.full(5, 7.0, dtype=dtype)])  # stored beyond indptr[-1]
+    X.indices = np.concatenate([X.indices, np.zeros(5, dtype=X.indices.dtype)])
+    sw = np.random.default_rng(0).uniform(0.0, 2.0, 120)
+    full = _weighted_column_sums(X.indptr, X.indices, X.data, sw, 40)
+    assert full.dtype == np.float64
+    assert_allclose(full, X[:, :].T @ sw, rtol=1e-6)
+    rows = slice(30, 90)  # the raw arrays of rows 30..89, indptr not rebased
+    block = _weighted_column_sums(X.indptr[30:91], X.indices, X.data, sw[rows], 40)
+    assert_allclose(block, X[rows].T @ sw[rows], rtol=1e-6)

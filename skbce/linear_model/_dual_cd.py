@@ -60,9 +60,10 @@ EPS_FACTOR = 1.0
 
 def _weighted_column_sums(indptr, indices, data, sw, n_features):
     """``X^T sw``, float64: every label's cold start shares it (see the kernel's load)."""
-    lengths = np.diff(indptr)
-    values = data[:indptr[-1]].astype(np.float64) * np.repeat(sw, lengths)
-    return np.bincount(indices[:indptr[-1]], weights=values, minlength=n_features)
+    stored = slice(indptr[0], indptr[-1])  # a row block's indptr need not start at 0
+    values = data[stored].astype(np.float64)
+    values *= np.repeat(sw, np.diff(indptr))
+    return np.bincount(indices[stored], weights=values, minlength=n_features)
 
 
 def _row_stats(indptr, data):
