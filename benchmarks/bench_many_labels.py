@@ -97,11 +97,15 @@ against liblinear's ``-s 1``: eurlex with rows and labels shuffled
 shuffled, 24.6 s against 46.7 s (1.90x), and in its stored order 25.8 s
 against 55.9 s (2.17x; an earlier run the same day 26.3 s against 47.5 s,
 1.80x); fewrows at full size (5 000 rows, 10 000 labels) 17.0 s against 47.2 s
-(2.77x).
+(2.77x). Best of 3, in a later run on a quieter machine (load 0.0-1.9), wide
+at scale 0.2: stored order 24.2 s against 44.4 s (1.84x), shuffled 22.3 s
+against 50.9 s (2.28x); liblinear's time moved more than skbce's between
+the two orders and between rounds (44.4-59.5 s against 22.3-27.1 s).
 
 So the default fit is 1.8-3.0x faster than liblinear's ``-s 1``: 2x or
-more on eurlex and fewrows, 1.8-2.2x on wide (20 000 features: a block's
-weights, 8 doubles a feature, no longer fit in a core's L2 cache);
+more on eurlex and fewrows, 1.8-2.3x on wide (20 000 features: a block's
+weights, 8 doubles a feature, 1.25 MiB, do not fit this machine's 512 KiB
+L2 cache a core);
 2.2-3.5x faster than its logistic dual coordinate descent ``-s 7`` and
 7-10x faster than ``-s 0``, with less peak memory than all three. P@k:
 with ``fit_intercept=False`` (LibMultiLabel's model) skbce is within
@@ -153,10 +157,11 @@ every row at least at each tightening of its tolerance, while a tree
 trains a label on the rows of its cluster only. Fewer passes would need
 a phase that moves the common features' collective error (as the
 intercept's augmented Lagrangian moves the intercept's) instead of
-tightening every row's tolerance, or a block's weights that fit a
-core's cache when there are many features (float32 weights would, but
-their rounding leaves steps smaller than their last bit unapplied, and
-the tightest phases need such steps).
+tightening every row's tolerance. A smaller block state helps less than
+it seems: float32 weights (their rounding leaves steps smaller than their
+last bit unapplied, and the tightest phases need such steps) or 4 labels
+a block would halve the weights to 640 KiB on wide, still above a 512 KiB
+L2, and a row's non-zeros still touch one cache line each.
 """
 
 import argparse
@@ -295,10 +300,7 @@ def shape_data(name, scale, cache_dir):
     path = os.path.join(cache_dir, f"{name}-{scale:g}.npz")
     if not os.path.exists(path):
         Xtr, Xte, Ytr, Yte = eurlex_like(**params)
-        np.savez(path, **{f"{key}_{part}": getattr(M, part) for key, M in
-                          (("Xtr", Xtr), ("Xte", Xte), ("Ytr", Ytr), ("Yte", Yte))
-                          for part in ("data", "indices", "indptr")},
-                 shapes=np.array([Xtr.shape, Xte.shape, Ytr.shape, Yte.shape]))
+        save(path, Xtr, Xte, Ytr, Yte)
     return path
 
 
@@ -317,11 +319,16 @@ def shuffled_data(path, seed=0):
         rows = rng.permutation(Xtr.shape[0])
         labels = rng.permutation(Ytr.shape[1])
         Xtr, Ytr, Yte = Xtr[rows], Ytr[rows][:, labels].tocsr(), Yte[:, labels].tocsr()
-        np.savez(out, **{f"{key}_{part}": getattr(M, part) for key, M in
-                         (("Xtr", Xtr), ("Xte", Xte), ("Ytr", Ytr), ("Yte", Yte))
-                         for part in ("data", "indices", "indptr")},
-                 shapes=np.array([Xtr.shape, Xte.shape, Ytr.shape, Yte.shape]))
+        save(out, Xtr, Xte, Ytr, Yte)
     return out
+
+
+def save(path, Xtr, Xte, Ytr, Yte):
+    """The four CSR matrices of a shape as one ``.npz``, read back by :func:`load`."""
+    np.savez(path, **{f"{key}_{part}": getattr(M, part) for key, M in
+                      (("Xtr", Xtr), ("Xte", Xte), ("Ytr", Ytr), ("Yte", Yte))
+                      for part in ("data", "indices", "indptr")},
+             shapes=np.array([Xtr.shape, Xte.shape, Ytr.shape, Yte.shape]))
 
 
 def load(path):
