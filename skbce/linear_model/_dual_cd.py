@@ -59,7 +59,12 @@ EPS_FACTOR = 1.0
 
 
 def _weighted_column_sums(indptr, indices, data, sw, n_features):
-    """``X^T sw``, float64: every label's cold start shares it (see the kernel's load)."""
+    """``X^T sw``, float64: every label's cold start shares it (see the kernel's load).
+
+    Not ``_Problem.backward``, which works in ``X``'s precision: this vector
+    is part of each block's start weights, which the dual keeps equal to
+    ``sum_i a_i x_i`` in float64, so a float32 ``X`` must not round it.
+    """
     stored = slice(indptr[0], indptr[-1])  # a row block's indptr need not start at 0
     values = data[stored].astype(np.float64)
     values *= np.repeat(sw, np.diff(indptr))
