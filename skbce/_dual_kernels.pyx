@@ -52,23 +52,6 @@ a tolerance ten times tighter. A lane whose epochs are done waits for the
 block's other lanes, and one exact pass serves all the waiting lanes:
 waiting costs nothing (the running lanes' epochs read the same rows), so
 the block makes as few full passes as its slowest lane needs.
-
-Pools. Most labels pass their second or third check, a few need one or two
-more phases, and each phase reads nearly every row again -- for a block's
-last one or two lanes as for all eight. So a thread takes its blocks
-``POOL_BLOCKS`` at a time (neighbours in the label order, so similar
-labels), and a check that leaves at most half of a block's lanes running
-moves those lanes, with their whole state (dual variables, weights,
-intercept, tolerance, counters), into the thread's pool: a second
-workspace of 8 lanes, filled from several blocks. The pool runs when it is
-full and when the task's blocks are done, and its lanes run to the end
-there. A moved label goes on from where it was, with its own tolerance
-and stopping rule (only the order of its epochs' rows changes), and its
-last phases share their row reads with up to seven other labels. Counted on
-the first 400 labels of the benchmark's shapes (one thread), rows read per
-block fell 17 % (wide), 8 % (eurlex-like) and 9 % (fewrows), with the same
-passes per label. Which lanes share a pool depends only on the label
-order, not on the threads' schedule, so a fit is deterministic.
 """
 
 from cython.parallel cimport parallel, prange
@@ -88,14 +71,12 @@ BLOCK_WIDTH = LANES
 
 cdef enum:
     LANES = 8  # labels a block fits together: one 64-byte line of float64 weights
-    POOL_BLOCKS = 4  # blocks a thread's task holds, sharing a pool for their last lanes
 
 # A lane's state.
 cdef enum:
     RUNNING = 0  # in the epochs
     WAITING = 1  # epochs met their tolerance: waits for the exact pass
     DONE = 2     # stopped (converged, out of epochs, or an unused lane)
-    MOVED = 3    # went on in a pool, which writes its results
 
 ctypedef fused index_t:
     int
@@ -291,15 +272,6 @@ ctypedef struct Lanes:
     double prev_gb[LANES]
     double maxviol[LANES]
     double f[LANES]
-
-
-ctypedef struct Pool:
-    # Lanes from several blocks that each have few lanes left (see dual_cd).
-    Workspace ws
-    Lanes ln
-    Py_ssize_t label[LANES]
-    unsigned int used  # the lanes holding a label
-    unsigned long long rng
 
 
 cdef inline void _prefetch_row(const index_t[::1] indptr, const index_t[::1] indices,
@@ -714,27 +686,40 @@ cdef void _exact_pass(const index_t[::1] indptr, const index_t[::1] indices,
         ln.visits[l] += ln.n_all[l]
 
 
-cdef void _store_lanes(Py_ssize_t d, const Workspace *ws, const Lanes *ln,
-                       const Py_ssize_t *label, unsigned int lanes, data_t[:, ::1] W,
-                       double[::1] b, double[::1] f_out, int[::1] epochs_out,
-                       long long[::1] visits_out, unsigned char[::1] converged_out) noexcept nogil:
-    """Write the results of the lanes in ``lanes`` (those not moved to a pool) to the outputs."""
-    cdef Py_ssize_t k
+cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
+                     const data_t[::1] data, const target_t[:, ::1] Y,
+                     const Py_ssize_t[::1] labels, const Py_ssize_t[::1] columns, Py_ssize_t p0,
+                     int width, const double[::1] sqnorm, const double[::1] xmax,
+                     const double[::1] sw, const double[::1] pw, double smoothing,
+                     double alpha, const double[::1] col, const double[::1] xt_sw,
+                     data_t[:, ::1] W, bint warm,
+                     double[::1] b, bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
+                     int max_epochs, double[::1] f_out, int[::1] epochs_out,
+                     long long[::1] visits_out, unsigned char[::1] converged_out,
+                     double *buffer, unsigned char *mask, int *active) noexcept nogil:
+    """Fit labels ``labels[p0 : p0+width]`` together; their coefficients go to ``W`` and ``b``.
+
+    Their targets are the columns ``columns[p0 : p0+width]`` of ``Y``.
+    ``buffer`` holds ``(5 n + 2 d) LANES`` doubles, ``mask`` and ``active``
+    ``n`` entries: the thread's workspace.
+    """
+    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k
+    cdef Workspace workspace
+    cdef Workspace *ws = &workspace
+    cdef Lanes ln
+    cdef Py_ssize_t label[LANES]
+    cdef Py_ssize_t column[LANES]
+    cdef unsigned int running, waiting, moved_b, resumed, touched
+    cdef double shifts[LANES]
     cdef int l
-    for l in range(LANES):
-        if not (lanes >> l & 1) or ln.state[l] == MOVED:
-            continue
-        for k in range(d):
-            W[label[l], k] = <data_t>ws.w[k * LANES + l]
-        b[label[l]] = ln.b[l]
-        f_out[label[l]] = ln.f[l]
-        epochs_out[label[l]] = ln.epochs[l]
-        visits_out[label[l]] = ln.visits[l]
-        converged_out[label[l]] = ln.converged[l]
-
-
-cdef void _set_workspace(Workspace *ws, double *buffer, unsigned char *mask, int *active,
-                         Py_ssize_t n, Py_ssize_t d) noexcept nogil:
+    cdef double gmax[LANES]
+    cdef double gmax_w[LANES]
+    cdef double gb[LANES]
+    cdef double decrease[LANES]
+    cdef double decrease_b[LANES]
+    cdef double f_scale, decrease_w, factor
+    cdef bint intercept_off, weights_off
+    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(p0 + 1) * 2654435761ULL)
     ws.t = buffer
     ws.s = ws.t + n * LANES
     ws.c = ws.s + n * LANES
@@ -745,140 +730,16 @@ cdef void _set_workspace(Workspace *ws, double *buffer, unsigned char *mask, int
     ws.mask = mask
     ws.active = active
     ws.n_act = 0
-
-
-cdef void _init_pool(Pool *pool, double *buffer, unsigned char *mask, int *active,
-                     Py_ssize_t n, Py_ssize_t d, unsigned long long seed) noexcept nogil:
-    """An empty pool: every lane unused.
-
-    Zeroed once: a lane whose label is done keeps finite values, which the
-    vector loops over all 8 lanes read and weigh by 0.
-    """
-    cdef Py_ssize_t i
-    cdef int l
-    _set_workspace(&pool.ws, buffer, mask, active, n, d)
-    for i in range(5 * n * LANES + 2 * d * LANES):
-        buffer[i] = 0.0
-    for i in range(n):
-        mask[i] = 0
-    for l in range(LANES):
-        pool.ln.state[l] = DONE
-        pool.label[l] = 0
-    pool.used = 0
-    pool.rng = seed
-
-
-cdef void _move_lane(Py_ssize_t n, Py_ssize_t d, const Workspace *src, Lanes *sl, int ls,
-                     Py_ssize_t lab, Pool *pool, int ld) noexcept nogil:
-    """Lane ``ls`` of a block, with its whole state, to the free lane ``ld`` of ``pool``."""
-    cdef Workspace *dst = &pool.ws
-    cdef Lanes *dl = &pool.ln
-    cdef Py_ssize_t i, k, a, z
-    cdef unsigned char bit_d = <unsigned char>(1u << ld)
-    for i in range(n):
-        a = i * LANES + ls
-        z = i * LANES + ld
-        dst.t[z] = src.t[a]
-        dst.s[z] = src.s[a]
-        dst.c[z] = src.c[a]
-        dst.q[z] = src.q[a]
-        if src.mask[i] >> ls & 1:
-            dst.mask[i] |= bit_d
-        else:
-            dst.mask[i] &= <unsigned char>~bit_d
-    for k in range(d):
-        dst.w[k * LANES + ld] = src.w[k * LANES + ls]
-    dl.n_all[ld] = sl.n_all[ls]
-    dl.state[ld] = sl.state[ls]
-    dl.epochs[ld] = sl.epochs[ls]
-    dl.converged[ld] = sl.converged[ls]
-    dl.visits[ld] = sl.visits[ls]
-    dl.b[ld] = sl.b[ls]
-    dl.rho[ld] = sl.rho[ls]
-    dl.sum_a[ld] = sl.sum_a[ls]
-    dl.eps[ld] = sl.eps[ls]
-    dl.eps_min[ld] = sl.eps_min[ls]
-    dl.prev_gb[ld] = sl.prev_gb[ls]
-    dl.maxviol[ld] = sl.maxviol[ls]
-    dl.f[ld] = sl.f[ls]
-    pool.label[ld] = lab
-    pool.used |= 1u << ld
-    sl.state[ls] = MOVED
-
-
-cdef void _run_pool(const index_t[::1] indptr, const index_t[::1] indices,
-                    const data_t[::1] data, const double[::1] sqnorm, const double[::1] xmax,
-                    const double[::1] col, double alpha, bint fit_b, double rho_scale,
-                    double rho_floor, double tol, int max_epochs, Pool *pool,
-                    data_t[:, ::1] W, double[::1] b, double[::1] f_out, int[::1] epochs_out,
-                    long long[::1] visits_out, unsigned char[::1] converged_out) noexcept nogil:
-    """Fit the pool's lanes to the end, write their results and empty the pool."""
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1]
-    cdef int l
-    if not pool.used:
-        return
-    _gather_active(n, &pool.ws, _lanes_in(&pool.ln, RUNNING))
-    _run_lanes(indptr, indices, data, sqnorm, xmax, col, alpha, fit_b, rho_scale, rho_floor,
-               tol, max_epochs, &pool.ws, &pool.ln, &pool.rng, pool.label, NULL, W, b, f_out,
-               epochs_out, visits_out, converged_out)
-    _store_lanes(d, &pool.ws, &pool.ln, pool.label, pool.used, W, b, f_out, epochs_out,
-                 visits_out, converged_out)
-    for l in range(LANES):
-        pool.ln.state[l] = DONE
-    pool.used = 0
-
-
-cdef void _to_pool(const index_t[::1] indptr, const index_t[::1] indices,
-                   const data_t[::1] data, const double[::1] sqnorm, const double[::1] xmax,
-                   const double[::1] col, double alpha, bint fit_b, double rho_scale,
-                   double rho_floor, double tol, int max_epochs, const Workspace *ws,
-                   Lanes *ln, const Py_ssize_t *label, unsigned int lanes, Pool *pool,
-                   data_t[:, ::1] W, double[::1] b, double[::1] f_out, int[::1] epochs_out,
-                   long long[::1] visits_out, unsigned char[::1] converged_out) noexcept nogil:
-    """Move the lanes in ``lanes`` to ``pool``, first fitting a full pool to the end."""
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1]
-    cdef int l, free_lane
-    for l in range(LANES):
-        if not (lanes >> l & 1):
-            continue
-        if pool.used == (1u << LANES) - 1:
-            _run_pool(indptr, indices, data, sqnorm, xmax, col, alpha, fit_b, rho_scale,
-                      rho_floor, tol, max_epochs, pool, W, b, f_out, epochs_out, visits_out,
-                      converged_out)
-        free_lane = 0
-        while pool.used >> free_lane & 1:
-            free_lane += 1
-        _move_lane(n, d, ws, ln, l, label[l], pool, free_lane)
-
-
-cdef void _run_lanes(const index_t[::1] indptr, const index_t[::1] indices,
-                     const data_t[::1] data, const double[::1] sqnorm, const double[::1] xmax,
-                     const double[::1] col, double alpha, bint fit_b, double rho_scale,
-                     double rho_floor, double tol, int max_epochs, Workspace *ws, Lanes *ln,
-                     unsigned long long *rng, const Py_ssize_t *label, Pool *pool,
-                     data_t[:, ::1] W, double[::1] b, double[::1] f_out, int[::1] epochs_out,
-                     long long[::1] visits_out, unsigned char[::1] converged_out) noexcept nogil:
-    """Epochs and exact checks until every lane is done (or moved to ``pool``, if given).
-
-    A check that leaves at most half of the lanes running moves them, with
-    their state, to ``pool`` (see :func:`dual_cd`): the block's remaining
-    phases would read every row for those few lanes.
-    """
-    cdef Py_ssize_t n = sqnorm.shape[0]
-    cdef unsigned int running, waiting, moved_b, resumed, touched
-    cdef double shifts[LANES]
-    cdef int l, n_resumed
-    cdef double gmax[LANES]
-    cdef double gmax_w[LANES]
-    cdef double gb[LANES]
-    cdef double decrease[LANES]
-    cdef double decrease_b[LANES]
-    cdef double f_scale, decrease_w, factor
-    cdef bint intercept_off, weights_off
+    for l in range(width):
+        label[l] = labels[p0 + l]
+        column[l] = columns[p0 + l]
+    _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, warm,
+                b, fit_b,
+                rho_scale, rho_floor, eps_factor, tol, xt_sw, ws, &ln)
     while True:
-        running = _lanes_in(ln, RUNNING)
+        running = _lanes_in(&ln, RUNNING)
         if running:
-            _epoch(indptr, indices, data, sqnorm, xmax, ws, ln, running, rng)
+            _epoch(indptr, indices, data, sqnorm, xmax, ws, &ln, running, &rng)
             moved_b = 0
             for l in range(LANES):
                 shifts[l] = 0.0
@@ -907,13 +768,13 @@ cdef void _run_lanes(const index_t[::1] indptr, const index_t[::1] indices,
                         # to -inf, its samples' duals all tiny): more such
                         # updates would only move b. The exact pass decides.
                         ln.state[l] = WAITING
-                _gather_active(n, ws, _lanes_in(ln, RUNNING))
+                _gather_active(n, ws, _lanes_in(&ln, RUNNING))
             continue
-        waiting = _lanes_in(ln, WAITING)
+        waiting = _lanes_in(&ln, WAITING)
         if not waiting:
             break
         # Every lane waits: one exact pass checks them all.
-        _exact_pass(indptr, indices, data, col, alpha, fit_b, waiting, ws, ln,
+        _exact_pass(indptr, indices, data, col, alpha, fit_b, waiting, ws, &ln,
                     gmax, gmax_w, gb, decrease, decrease_b)
         resumed = 0
         for l in range(LANES):
@@ -962,55 +823,16 @@ cdef void _run_lanes(const index_t[::1] indptr, const index_t[::1] indices,
             resumed |= 1u << l
         if resumed:
             _reactivate(n, ws, resumed, ws.z, shifts, xmax, ln.eps)
-            n_resumed = 0
-            for l in range(LANES):
-                n_resumed += resumed >> l & 1
-            if pool != NULL and 2 * n_resumed <= LANES:
-                _to_pool(indptr, indices, data, sqnorm, xmax, col, alpha, fit_b, rho_scale,
-                         rho_floor, tol, max_epochs, ws, ln, label, resumed, pool, W, b, f_out,
-                         epochs_out, visits_out, converged_out)
-            _gather_active(n, ws, _lanes_in(ln, RUNNING))
-
-
-cdef void _fit_block(const index_t[::1] indptr, const index_t[::1] indices,
-                     const data_t[::1] data, const target_t[:, ::1] Y,
-                     const Py_ssize_t[::1] labels, const Py_ssize_t[::1] columns, Py_ssize_t p0,
-                     int width, const double[::1] sqnorm, const double[::1] xmax,
-                     const double[::1] sw, const double[::1] pw, double smoothing,
-                     double alpha, const double[::1] col, const double[::1] xt_sw,
-                     data_t[:, ::1] W, bint warm,
-                     double[::1] b, bint fit_b, double rho_scale, double rho_floor, double eps_factor, double tol,
-                     int max_epochs, double[::1] f_out, int[::1] epochs_out,
-                     long long[::1] visits_out, unsigned char[::1] converged_out,
-                     double *buffer, unsigned char *mask, int *active, Pool *pool) noexcept nogil:
-    """Fit labels ``labels[p0 : p0+width]`` together; their coefficients go to ``W`` and ``b``.
-
-    Their targets are the columns ``columns[p0 : p0+width]`` of ``Y``.
-    ``buffer`` holds ``(5 n + 2 d) LANES`` doubles, ``mask`` and ``active``
-    ``n`` entries: the thread's workspace. Lanes still running after a
-    check that leaves at most half of them running go on in ``pool`` (if
-    not NULL), which fits and writes them.
-    """
-    cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1]
-    cdef Workspace workspace
-    cdef Workspace *ws = &workspace
-    cdef Lanes ln
-    cdef Py_ssize_t label[LANES]
-    cdef Py_ssize_t column[LANES]
-    cdef int l
-    cdef unsigned long long rng = 0x9E3779B97F4A7C15ULL ^ (<unsigned long long>(p0 + 1) * 2654435761ULL)
-    _set_workspace(ws, buffer, mask, active, n, d)
-    for l in range(LANES):
-        label[l] = labels[p0 + l] if l < width else 0
-        column[l] = columns[p0 + l] if l < width else 0
-    _load_block(indptr, indices, data, Y, label, column, width, sw, pw, smoothing, alpha, W, warm,
-                b, fit_b,
-                rho_scale, rho_floor, eps_factor, tol, xt_sw, ws, &ln)
-    _run_lanes(indptr, indices, data, sqnorm, xmax, col, alpha, fit_b, rho_scale, rho_floor, tol,
-               max_epochs, ws, &ln, &rng, label, pool, W, b, f_out, epochs_out, visits_out,
-               converged_out)
-    _store_lanes(d, ws, &ln, label, (1u << width) - 1, W, b, f_out, epochs_out, visits_out,
-                 converged_out)
+            _gather_active(n, ws, _lanes_in(&ln, RUNNING))
+    for k in range(d):
+        for l in range(width):
+            W[label[l], k] = <data_t>ws.w[k * LANES + l]
+    for l in range(width):
+        b[label[l]] = ln.b[l]
+        f_out[label[l]] = ln.f[l]
+        epochs_out[label[l]] = ln.epochs[l]
+        visits_out[label[l]] = ln.visits[l]
+        converged_out[label[l]] = ln.converged[l]
 
 
 def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[::1] data,
@@ -1042,18 +864,13 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     the exact passes' included) and ``converged`` (whether the label met
     the stopping rule: gradient max-norm and predicted decrease, see the
     module docstring). ``alpha`` must be positive. Validated by the caller.
-    Each thread holds two workspaces (a block's and a pool's) of ``(5
-    n_samples + 2 n_features) * 8`` doubles.
     """
     cdef Py_ssize_t n = sqnorm.shape[0], d = W.shape[1], k = labels.shape[0], blk, n_blocks
-    cdef Py_ssize_t task, n_tasks, group
     cdef int width, threads, failed = 0
     cdef int *failed_flag = &failed  # written through a pointer: shared by the threads
-    cdef size_t doubles
     cdef double *buffer
     cdef unsigned char *mask
     cdef int *active
-    cdef Pool *pool
     if col.shape[0] != d or xt_sw.shape[0] != d:
         raise ValueError(f"dual_cd: col and xt_sw need W's {d} features, got "
                          f"{col.shape[0]} and {xt_sw.shape[0]}")
@@ -1065,40 +882,24 @@ def dual_cd(const index_t[::1] indptr, const index_t[::1] indices, const data_t[
     width = <int>min(<Py_ssize_t>LANES, max(<Py_ssize_t>1, (k + threads - 1) // threads))
     n_blocks = (k + width - 1) // width
     threads = <int>min(<Py_ssize_t>threads, n_blocks)
-    # A thread's task: POOL_BLOCKS consecutive blocks (similar labels, see
-    # _label_groups) and one pool for their lanes that are left few after a
-    # check. Fewer when that would leave a thread without a task.
-    group = max(<Py_ssize_t>1, min(<Py_ssize_t>POOL_BLOCKS, n_blocks // threads))
-    n_tasks = (n_blocks + group - 1) // group
-    # Per thread: a block's and a pool's workspace, each (5 n + 2 d) LANES
-    # doubles; aligned to 64 bytes, so that a sample's or a feature's 8
-    # lanes are one cache line (LANES * 8 bytes), not two.
-    doubles = (5 * n + 2 * d) * LANES
     with nogil, parallel(num_threads=threads):
-        buffer = <double *> aligned_alloc(64, 2 * doubles * sizeof(double))
-        mask = <unsigned char *> malloc(2 * (n + 1) * sizeof(unsigned char))
-        active = <int *> malloc(2 * (n + 1) * sizeof(int))
-        pool = <Pool *> malloc(sizeof(Pool))
-        if buffer == NULL or mask == NULL or active == NULL or pool == NULL:
+        # Aligned to 64 bytes: a sample's or a feature's 8 lanes are then one
+        # cache line (LANES * 8 bytes), not two.
+        buffer = <double *> aligned_alloc(64, (5 * n + 2 * d) * LANES * sizeof(double))
+        mask = <unsigned char *> malloc((n + 1) * sizeof(unsigned char))
+        active = <int *> malloc((n + 1) * sizeof(int))
+        if buffer == NULL or mask == NULL or active == NULL:
             failed_flag[0] = 1
-        else:
-            _init_pool(pool, buffer + doubles, mask + n + 1, active + n + 1, n, d, 0)
-        for task in prange(n_tasks, schedule="dynamic", chunksize=1):
-            if buffer != NULL and mask != NULL and active != NULL and pool != NULL:
-                pool.rng = 0xD1B54A32D192ED03ULL ^ (<unsigned long long>(task + 1) * 2654435761ULL)
-                for blk in range(task * group, min((task + 1) * group, n_blocks)):
-                    _fit_block(indptr, indices, data, Y, labels, columns, blk * width,
-                               <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
-                               smoothing, alpha, col, xt_sw, W, warm, b, fit_intercept, rho,
-                               rho_floor, eps_factor, tol, max_epochs, f, epochs, visits,
-                               converged, buffer, mask, active, pool if group > 1 else NULL)
-                _run_pool(indptr, indices, data, sqnorm, xmax, col, alpha, fit_intercept, rho,
-                          rho_floor, tol, max_epochs, pool, W, b, f, epochs, visits, converged)
-        free(pool)
+        for blk in prange(n_blocks, schedule="dynamic", chunksize=1):
+            if buffer != NULL and mask != NULL and active != NULL:
+                _fit_block(indptr, indices, data, Y, labels, columns, blk * width,
+                           <int>min(<Py_ssize_t>width, k - blk * width), sqnorm, xmax, sw, pw,
+                           smoothing, alpha, col, xt_sw, W, warm, b, fit_intercept, rho, rho_floor, eps_factor, tol,
+                           max_epochs, f, epochs, visits, converged, buffer, mask, active)
         free(active)
         free(mask)
         free(buffer)
     if failed:
         raise MemoryError(
             f"dual_cd: could not allocate its working arrays "
-            f"({2 * (5 * n + 2 * d) * LANES * 8 / 2**20:.1f} MiB a thread)")
+            f"({(5 * n + 2 * d) * LANES * 8 / 2**20:.1f} MiB a thread)")

@@ -184,33 +184,6 @@ def test_dual_cd_blocks_of_labels_and_partial_warm_start(n_jobs):
     assert_allclose(warm.coef_, model.coef_, atol=1e-5)
 
 
-def test_dual_cd_pooled_lanes_reach_their_own_optimum():
-    """80 labels: 10 blocks, taken 4 at a time by a thread, whose lanes left
-    running after a check go on together in the thread's pool. Labels of
-    varied rarity (20 with a single positive) and sample weights make lanes
-    finish at different checks. Each label still reaches its own optimum (as fitted
-    alone, and newton-cg's objective), and the fit does not depend on the
-    number of threads (the pools are formed by the label order)."""
-    X, Y = _text_like(n=300, d=50, k=80, seed=11)
-    Y[:, 60:] = 0
-    Y[np.arange(20) * 7 % 300, np.arange(60, 80)] = 1  # a single positive each
-    sw = np.random.default_rng(11).uniform(0.5, 2.0, len(Y))
-    params = dict(C=10.0, tol=1e-8, max_iter=5000)
-    fits = [MultiLabelLogistic(solver="dual-cd", n_jobs=n_jobs, **params).fit(
-        X, Y, sample_weight=sw) for n_jobs in (1, 2)]
-    np.testing.assert_array_equal(fits[0].coef_, fits[1].coef_)
-    np.testing.assert_array_equal(fits[0].intercept_, fits[1].intercept_)
-    model = fits[0]
-    ref = MultiLabelLogistic(solver="newton-cg", **params).fit(X, Y, sample_weight=sw)
-    f, f_ref = _objective(model, X, Y, 10.0, sw), _objective(ref, X, Y, 10.0, sw)
-    assert np.all(f <= f_ref * (1 + 1e-7))
-    assert_allclose(model.coef_, ref.coef_, atol=1e-5 * np.abs(ref.coef_).max())
-    for j in (3, 41, 66):
-        alone = MultiLabelLogistic(solver="dual-cd", **params).fit(X, Y[:, [j]], sample_weight=sw)
-        assert_allclose(model.coef_[j], alone.coef_[0], atol=1e-5)
-        assert_allclose(model.intercept_[j], alone.intercept_[0], atol=1e-5)
-
-
 def test_auto_takes_dual_cd_for_many_rare_labels_on_sparse_x():
     """"auto" takes dual-cd for many rare labels on a sparse X of mild curvature
     (C |x_i|^2 small), and newton-cg for a dense X, frequent labels, few labels,
