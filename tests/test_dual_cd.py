@@ -184,6 +184,24 @@ def test_dual_cd_blocks_of_labels_and_partial_warm_start(n_jobs):
     assert_allclose(warm.coef_, model.coef_, atol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [-3.0, 3.0])
+def test_dual_cd_intercepts_far_off_return_to_the_optimum(shift):
+    """Weights at their optimum and every intercept 3 logits off (beyond the
+    one-logit Newton step an exact pass may take): each label, rare ones
+    included, comes back to newton-cg's optimum."""
+    X, Y = _text_like(n=400, d=60, k=6, seed=12)
+    params = dict(C=10.0, tol=1e-8, max_iter=5000)
+    ref = MultiLabelLogistic(solver="newton-cg", **params).fit(X, Y)
+    model = MultiLabelLogistic(solver="dual-cd", warm_start=True, **params).fit(X, Y)
+    model.coef_ = ref.coef_.copy()
+    model.intercept_ = ref.intercept_ + shift
+    model.fit(X, Y)
+    scale = np.abs(ref.coef_).max()
+    assert_allclose(model.intercept_, ref.intercept_, atol=1e-5 * max(1.0, scale))
+    assert_allclose(model.coef_, ref.coef_, atol=1e-5 * scale)
+    assert_allclose(_objective(model, X, Y, 10.0), _objective(ref, X, Y, 10.0), rtol=1e-9)
+
+
 def test_auto_takes_dual_cd_for_many_rare_labels_on_sparse_x():
     """"auto" takes dual-cd for many rare labels on a sparse X of mild curvature
     (C |x_i|^2 small), and newton-cg for a dense X, frequent labels, few labels,
