@@ -102,6 +102,23 @@ at scale 0.2: stored order 24.2 s against 44.4 s (1.84x), shuffled 22.3 s
 against 50.9 s (2.28x); liblinear's time moved more than skbce's between
 the two orders and between rounds (44.4-59.5 s against 22.3-27.1 s).
 
+The intercept's Newton centre (each failed check moves the augmented
+Lagrangian's centre to the intercept's Newton point with the weights held,
+at most one logit, instead of leaving it at the intercept reached): passes
+over ``X`` per label at full size (wide at 0.2), 2 threads, before ->
+after: wide 8.35 -> 7.85, eurlex 8.22 -> 7.89, fewrows 6.75 -> 6.25, the
+same stopping rule and objectives equal or lower; CPU seconds, best of 3
+alternations in one process: 43.9 -> 38.8, 67.7 -> 55.9, 28.4 -> 25.2.
+Against ``-s 1`` in the same session, interleaved (``--repeat 3`` on wide,
+2 on eurlex and fewrows): wide stored 26.4 s against 47.9 s (1.81x),
+shuffled 27.2 s against 51.0 s (1.88x); eurlex 32.5 s against 74.2 s
+(2.28x); fewrows 16.4 s against 49.0 s (2.99x) -- skbce's own times were
+10-20 % above the earlier runs' on this machine that hour (its A/B runs
+half an hour later took 19.7-23.2 s on wide). ``-s 0``, one run each: wide
+221.9 s, P@1 / P@5 0.795 / 0.516 (skbce 0.794 / 0.515); eurlex 304.0 s,
+0.803 / 0.505 (skbce 0.804 / 0.504); fewrows full 197.3 s, 0.657 / 0.430
+(skbce 0.651 / 0.428, ``fit_intercept=False`` 0.658 / 0.430).
+
 So the default fit is 1.8-3.0x faster than liblinear's ``-s 1``: 2x or
 more on eurlex and fewrows, 1.8-2.3x on wide (20 000 features: a block's
 weights, 8 doubles a feature, 1.25 MiB, do not fit this machine's 512 KiB
