@@ -117,7 +117,11 @@ shuffled 27.2 s against 51.0 s (1.88x); eurlex 32.5 s against 74.2 s
 half an hour later took 19.7-23.2 s on wide). ``-s 0``, one run each: wide
 221.9 s, P@1 / P@5 0.795 / 0.516 (skbce 0.794 / 0.515); eurlex 304.0 s,
 0.803 / 0.505 (skbce 0.804 / 0.504); fewrows full 197.3 s, 0.657 / 0.430
-(skbce 0.651 / 0.428, ``fit_intercept=False`` 0.658 / 0.430).
+(skbce 0.651 / 0.428, ``fit_intercept=False`` 0.658 / 0.430). Wide
+again after those, the same code and command: stored 21.9 s against 48.4 s
+(2.21x; rounds 24.4 / 48.4, 21.9 / 54.7, 23.2 / 52.5), shuffled 23.8 s
+against 51.2 s (2.15x; 23.8 / 55.3, 23.8 / 51.2, 23.9 / 54.9). So on wide
+the ratio is about 2x, on either side of it from one hour to the next.
 
 So the default fit is 1.8-3.0x faster than liblinear's ``-s 1``: 2x or
 more on eurlex and fewrows, 1.8-2.3x on wide (20 000 features: a block's
